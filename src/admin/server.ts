@@ -1,0 +1,92 @@
+import http from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Logger } from 'pino'
+import type { ServiceCluster } from '../cluster/service-cluster.ts'
+import type { Metrics } from '../observability/metrics.ts'
+import { serviceView } from './services-view.ts'
+import { STATUS_PAGE_HTML } from './status-page.ts'
+
+/** What the admin API reads; supplied by the sidecar so a reload can swap the clusters. */
+export interface AdminSource {
+  clusters(): readonly ServiceCluster[]
+  /** False once shutdown began: `/readyz` turns 503 so an orchestrator stops sending. */
+  accepting(): boolean
+}
+
+/** The admin listener: `/healthz`, `/readyz`, `/metrics`, `/api/services` and the status page. */
+export class AdminServer {
+  readonly server: http.Server
+  readonly #source: AdminSource
+  readonly #metrics: Metrics
+  readonly #logger: Logger
+
+  constructor(source: AdminSource, metrics: Metrics, logger: Logger) {
+    this.#source = source
+    this.#metrics = metrics
+    this.#logger = logger
+    this.server = http.createServer((req, res) => {
+      this.#handle(req, res).catch((err: unknown) => {
+        this.#logger.error({ err }, 'admin request failed')
+        if (!res.headersSent) send(res, 500, 'application/json', '{"error":"internal"}')
+        else res.destroy()
+      })
+    })
+  }
+
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        const a = this.server.address()
+        resolve(typeof a === 'object' && a !== null ? { host: a.address, port: a.port } : { host, port })
+      })
+    })
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve())
+      this.server.closeAllConnections()
+    })
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?', 1)[0]
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD')
+      send(res, 405, 'application/json', '{"error":"method_not_allowed"}')
+      return
+    }
+    switch (path) {
+      case '/healthz':
+        send(res, 200, 'text/plain; charset=utf-8', 'ok\n')
+        return
+      case '/readyz': {
+        const waiting = this.#source.clusters().filter((c) => !c.ready).map((c) => c.name)
+        if (!this.#source.accepting()) send(res, 503, 'application/json', JSON.stringify({ ready: false, reason: 'shutting down' }))
+        else if (waiting.length > 0) send(res, 503, 'application/json', JSON.stringify({ ready: false, waiting }))
+        else send(res, 200, 'application/json', '{"ready":true}')
+        return
+      }
+      case '/metrics': {
+        const body = await this.#metrics.registry.metrics()
+        send(res, 200, this.#metrics.registry.contentType, body)
+        return
+      }
+      case '/api/services':
+        send(res, 200, 'application/json', JSON.stringify(this.#source.clusters().map(serviceView)))
+        return
+      case '/':
+        send(res, 200, 'text/html; charset=utf-8', STATUS_PAGE_HTML)
+        return
+      default:
+        send(res, 404, 'application/json', '{"error":"not_found"}')
+    }
+  }
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' })
+  res.end(res.req.method === 'HEAD' ? undefined : body)
+}

@@ -1,0 +1,18 @@
+import type { Strategy } from '../config/types.ts'
+import type { BalancerFactory } from './types.ts'
+import { RoundRobinBalancer } from './round-robin.ts'
+
+const factories = new Map<Strategy, BalancerFactory>([['round-robin', () => new RoundRobinBalancer()]])
+
+/** Strategies register themselves here by their config name. */
+export function registerBalancer(strategy: Strategy, factory: BalancerFactory): void {
+  factories.set(strategy, factory)
+}
+
+export function balancerFactory(strategy: Strategy): BalancerFactory | undefined {
+  return factories.get(strategy)
+}
+
+export function availableStrategies(): Strategy[] {
+  return [...factories.keys()]
+}

@@ -1,0 +1,219 @@
+import type { Logger } from 'pino'
+import { Pool } from 'undici'
+import type { ServiceConfig } from '../config/types.ts'
+import type { Balancer, Picker } from '../balancer/types.ts'
+import { EMPTY_PICKER } from '../balancer/types.ts'
+import type { Endpoint } from '../discovery/types.ts'
+import { endpointKey } from '../discovery/types.ts'
+import { Host, HostFlag, UNROUTABLE_FLAGS } from './host.ts'
+
+/** What the cluster tells the outside world; metrics and the admin API hang off this. */
+export interface ClusterObserver {
+  /** Membership or health changed and a new picker is in place. */
+  onClusterChange?(cluster: ServiceCluster): void
+  /** A host left the cluster for good (its pool is closed); drop its metric series. */
+  onHostRemoved?(cluster: ServiceCluster, host: Host): void
+}
+
+export interface DiscoveryStatus {
+  /** When the last endpoint set arrived (ms since epoch); null before the first. */
+  lastUpdateMs: number | null
+  /** The last discovery error, cleared by the next good update. */
+  error: string | null
+  /** True while the registry cannot be read and the last known set is in use. */
+  stale: boolean
+  /** When the cluster became stale (ms since epoch). */
+  staleSinceMs: number | null
+}
+
+export type Clock = () => number
+
+/**
+ * The live state of one upstream service: a stable Host per `address:port`, the balancer, and the
+ * current picker. Endpoint sets come in whole (from discovery); the cluster diffs them against its
+ * hosts, drains the ones that left, and rebuilds the picker only when something changed.
+ */
+export class ServiceCluster {
+  readonly name: string
+  readonly config: ServiceConfig
+  readonly discovery: DiscoveryStatus = { lastUpdateMs: null, error: null, stale: false, staleSinceMs: null }
+  /** True while fewer hosts are healthy than `panicThreshold` allows and health is being ignored. */
+  panic = false
+
+  readonly #hosts = new Map<string, Host>()
+  /** Hosts that left the registry and still finish in-flight requests. */
+  readonly #draining = new Set<Host>()
+  readonly #balancer: Balancer
+  readonly #logger: Logger
+  readonly #observer: ClusterObserver
+  readonly #now: Clock
+  #picker: Picker = EMPTY_PICKER
+  #closed = false
+
+  constructor(config: ServiceConfig, balancer: Balancer, logger: Logger, observer: ClusterObserver = {}, now: Clock = Date.now) {
+    this.name = config.name
+    this.config = config
+    this.#balancer = balancer
+    this.#logger = logger
+    this.#observer = observer
+    this.#now = now
+  }
+
+  /** The current picker; replaced (never mutated) on every change. */
+  get picker(): Picker {
+    return this.#picker
+  }
+
+  /** True once the first endpoint set has arrived. */
+  get ready(): boolean {
+    return this.discovery.lastUpdateMs !== null
+  }
+
+  /** Current members, in the order discovery listed them. */
+  hosts(): Host[] {
+    return [...this.#hosts.values()]
+  }
+
+  /** Members that left and are still finishing requests. */
+  drainingHosts(): Host[] {
+    return [...this.#draining]
+  }
+
+  /** Applies a complete endpoint set from discovery. */
+  setEndpoints(endpoints: readonly Endpoint[]): void {
+    if (this.#closed) return
+    const now = this.#now()
+    const wasStale = this.discovery.stale
+    this.discovery.lastUpdateMs = now
+    this.discovery.error = null
+    this.discovery.stale = false
+    this.discovery.staleSinceMs = null
+    if (wasStale) this.#logger.info({ service: this.name }, 'discovery recovered')
+
+    let changed = false
+    const seen = new Set<string>()
+    for (const endpoint of endpoints) {
+      const key = endpointKey(endpoint.address, endpoint.port)
+      if (seen.has(key)) continue
+      seen.add(key)
+      const existing = this.#hosts.get(key)
+      if (existing === undefined) {
+        this.#hosts.set(key, new Host(endpoint, this.#createPool(endpoint), this.config.maxConcurrent, now))
+        changed = true
+      } else {
+        if (existing.weight !== endpoint.weight) {
+          existing.weight = endpoint.weight
+          changed = true
+        }
+        existing.meta = endpoint.meta
+      }
+    }
+    for (const [key, host] of this.#hosts) {
+      if (!seen.has(key)) {
+        this.#hosts.delete(key)
+        this.#drain(host)
+        changed = true
+      }
+    }
+    if (changed) {
+      this.#logger.info({ service: this.name, endpoints: [...seen] }, 'endpoints updated')
+      this.rebuild()
+    }
+  }
+
+  /** Discovery could not be read: keep the last set, remember why. */
+  setDiscoveryError(error: Error): void {
+    const now = this.#now()
+    if (!this.discovery.stale) {
+      this.discovery.stale = true
+      this.discovery.staleSinceMs = now
+      this.#logger.warn({ service: this.name, err: error.message }, 'discovery failed; keeping the last known endpoints')
+    }
+    this.discovery.error = error.message
+  }
+
+  /** Seconds since the cluster became stale; 0 when fresh. */
+  stalenessSeconds(): number {
+    return this.discovery.staleSinceMs === null ? 0 : (this.#now() - this.discovery.staleSinceMs) / 1000
+  }
+
+  /** Sets or clears one health flag on a member and rebuilds the picker when that changed routing. */
+  setHostFlag(host: Host, bit: (typeof HostFlag)[keyof typeof HostFlag], on: boolean, reason?: string): void {
+    if (host.setFlag(bit, on, reason) && this.#hosts.get(host.key) === host) this.rebuild()
+  }
+
+  /** Rebuilds the picker from the current members and their health. */
+  rebuild(): void {
+    const all: Host[] = []
+    const healthy: Host[] = []
+    for (const host of this.#hosts.values()) {
+      all.push(host)
+      if ((host.flags & UNROUTABLE_FLAGS) === 0) healthy.push(host)
+    }
+    const threshold = this.config.healthCheck.panicThreshold
+    const panic = all.length > 0 && threshold > 0 && healthy.length * 100 < all.length * threshold
+    if (panic !== this.panic) {
+      this.panic = panic
+      const level = panic ? 'warn' : 'info'
+      this.#logger[level]({ service: this.name, healthy: healthy.length, total: all.length }, panic ? 'panic mode: routing to all endpoints' : 'panic mode over')
+    }
+    this.#picker = this.#balancer.rebuild(panic ? all : healthy)
+    this.#observer.onClusterChange?.(this)
+  }
+
+  /** Stops routing and closes every pool once its in-flight requests finish. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#picker = EMPTY_PICKER
+    const closing: Promise<void>[] = []
+    for (const host of this.#hosts.values()) closing.push(this.#closePool(host))
+    this.#hosts.clear()
+    for (const host of this.#draining) closing.push(this.#closePool(host))
+    await Promise.all(closing)
+  }
+
+  /** Closes pools at once, failing whatever is still in flight (the end of a shutdown timeout). */
+  async destroy(): Promise<void> {
+    this.#closed = true
+    this.#picker = EMPTY_PICKER
+    const hosts = [...this.#hosts.values(), ...this.#draining]
+    this.#hosts.clear()
+    this.#draining.clear()
+    await Promise.all(hosts.map((h) => h.dispatcher.destroy().catch(() => undefined)))
+  }
+
+  #drain(host: Host): void {
+    host.setFlag(HostFlag.DRAINING, true, 'left the registry')
+    this.#draining.add(host)
+    this.#closePool(host).then(
+      () => {
+        this.#draining.delete(host)
+        this.#observer.onHostRemoved?.(this, host)
+      },
+      () => undefined,
+    )
+  }
+
+  /** undici's close() lets queued and running requests finish before the sockets go. */
+  #closePool(host: Host): Promise<void> {
+    return host.dispatcher.close().catch((err: unknown) => {
+      this.#logger.debug({ service: this.name, endpoint: host.key, err }, 'pool close failed')
+    })
+  }
+
+  #createPool(endpoint: Endpoint): Pool {
+    const t = this.config.timeouts
+    const origin = `http://${endpointKey(endpoint.address, endpoint.port)}`
+    return new Pool(origin, {
+      // HTTP/1.1 holds one request per connection: as many connections as requests allowed in flight.
+      connections: this.config.maxConcurrent,
+      pipelining: 1,
+      allowH2: false,
+      connectTimeout: t.connectMs,
+      headersTimeout: t.requestMs,
+      bodyTimeout: t.idleMs,
+      keepAliveMaxTimeout: t.idleMs,
+    })
+  }
+}

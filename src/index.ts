@@ -1,0 +1,6 @@
+export { Sidecar, StartupError } from './sidecar.ts'
+export type { SidecarAddresses } from './sidecar.ts'
+export { loadConfigFile, parseConfig } from './config/load.ts'
+export { ConfigError } from './config/errors.ts'
+export type { Config, ServiceConfig } from './config/types.ts'
+export { createLogger } from './observability/logger.ts'

@@ -1,0 +1,248 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Dispatcher } from 'undici'
+import type { Logger } from 'pino'
+import type { Host } from '../cluster/host.ts'
+import type { PickContext } from '../balancer/types.ts'
+import type { AttemptOutcome } from '../observability/metrics.ts'
+import { statusClass } from '../observability/metrics.ts'
+import type { ErrorCode } from './errors.ts'
+import { ERROR_STATUS, sendError } from './errors.ts'
+import { downstreamResponseHeaders } from './headers.ts'
+import type { ServiceRuntime } from './service-runtime.ts'
+import { retryAllowed } from './service-runtime.ts'
+
+/** Methods whose repetition the client has agreed to (RFC 9110 §9.2.2). */
+const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
+
+/** undici error codes that mean the upstream took too long. */
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/** What the access log records of one attempt. */
+export interface AttemptRecord {
+  endpoint: string
+  outcome: AttemptOutcome
+}
+
+export interface ForwardOptions {
+  /** Path (with query) to send upstream, already rewritten by the route. */
+  path: string
+  /** Upstream headers, already rewritten (see headers.ts). */
+  headers: string[]
+  /** Whether the request has a body to stream (Content-Length > 0 or Transfer-Encoding). */
+  hasBody: boolean
+  /** Consistent-hash key hash, -1 when none. */
+  hash: number
+  /** Access-log sink, or null when the access log is off (then no attempt list is kept). */
+  accessLog: Logger | null
+}
+
+/**
+ * One request's trip through the proxy: pick, dispatch on the host's undici pool, stream the
+ * response back, and on a retryable failure pick again with the tried hosts excluded.
+ *
+ * The exchange is itself the undici dispatch handler, so one object per request carries all state
+ * and no closures are created per attempt.
+ *
+ * Retry rules (the contract's forwarding promises):
+ * - The connection could not be made (undici never called `onRequestStart`): nothing was sent, so
+ *   any method is retried at once on another endpoint.
+ * - The request was sent but no response byte arrived: retried only for idempotent methods or with
+ *   the idempotency-key header, and only when there is no body to replay.
+ * - Once the response started, never.
+ * Every retry also needs the service's retry budget and an attempt left in `retry.attempts`.
+ */
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly #req: IncomingMessage
+  readonly #res: ServerResponse
+  readonly #service: ServiceRuntime
+  readonly #options: ForwardOptions
+  readonly #context: PickContext
+  readonly #startNs: bigint
+  readonly #attempts: AttemptRecord[] | null
+  #host: Host | null = null
+  #controller: Dispatcher.DispatchController | null = null
+  /** True once undici started writing the current attempt's request. */
+  #sent = false
+  /** True once response headers went to the client. */
+  #responded = false
+  #clientGone = false
+  #done = false
+  #retrying = false
+  #attempt = 0
+  #status = 0
+
+  constructor(req: IncomingMessage, res: ServerResponse, service: ServiceRuntime, options: ForwardOptions) {
+    this.#req = req
+    this.#res = res
+    this.#service = service
+    this.#options = options
+    this.#context = { hash: options.hash, tried: null }
+    this.#startNs = process.hrtime.bigint()
+    this.#attempts = options.accessLog === null ? null : []
+  }
+
+  start(): void {
+    this.#service.inFlight++
+    this.#service.metrics.inFlight.inc()
+    this.#res.once('close', this.#onClientClose)
+    this.#dispatch()
+  }
+
+  #dispatch(): void {
+    const service = this.#service
+    const host = service.cluster.picker.pick(this.#context)
+    if (host === null) {
+      this.#fail(this.#attempt === 0 && service.cluster.hosts().some((h) => h.routable) ? 'overloaded' : this.#lastErrorOr('no_healthy_endpoint'))
+      return
+    }
+    this.#host = host
+    this.#sent = false
+    this.#controller = null
+    host.inFlight++
+    host.requests++
+    host.dispatcher.dispatch(
+      {
+        path: this.#options.path,
+        method: this.#req.method!,
+        headers: this.#options.headers,
+        body: this.#options.hasBody ? this.#req : null,
+      },
+      this,
+    )
+  }
+
+  /** After a failed attempt the answer is that failure, not "no endpoint". */
+  #lastError: ErrorCode | null = null
+  #lastErrorOr(code: ErrorCode): ErrorCode {
+    return this.#lastError ?? code
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller
+    this.#sent = true
+    if (this.#clientGone) controller.abort(new Error('client went away'))
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, _headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
+    this.#controller = controller
+    this.#status = statusCode
+    const res = this.#res
+    const raw = (controller as Dispatcher.DispatchController & { rawHeaders?: Buffer[] }).rawHeaders ?? []
+    res.writeHead(statusCode, statusMessage, downstreamResponseHeaders(raw))
+    this.#responded = true
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.#res.write(chunk)) {
+      controller.pause()
+      this.#res.once('drain', this.#onDrain)
+    }
+  }
+
+  onResponseEnd(): void {
+    this.#res.end()
+    this.#endAttempt(statusClass(this.#status))
+    this.#finish(this.#status)
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    if (this.#done) return
+    const code = (error as { code?: string }).code ?? ''
+    if (this.#clientGone) {
+      this.#endAttempt('aborted')
+      this.#finish(499)
+      return
+    }
+    if (this.#responded) {
+      // Bytes already reached the client: the only honest signal left is a cut response.
+      this.#endAttempt(TIMEOUT_CODES.has(code) ? 'timeout' : 'reset')
+      this.#res.destroy(error)
+      this.#finish(502)
+      return
+    }
+    const host = this.#host
+    let outcome: AttemptOutcome
+    let retryable: boolean
+    if (!this.#sent) {
+      outcome = code === 'UND_ERR_CONNECT_TIMEOUT' ? 'timeout' : 'connect_failed'
+      this.#lastError = 'upstream_connect_failed'
+      retryable = true
+    } else if (TIMEOUT_CODES.has(code)) {
+      // The upstream may still be working on it; a retry would double its load. Answer 504.
+      outcome = 'timeout'
+      this.#lastError = 'upstream_timeout'
+      retryable = false
+    } else {
+      outcome = 'reset'
+      this.#lastError = 'upstream_reset'
+      retryable = !this.#options.hasBody && this.#isIdempotent()
+    }
+    this.#endAttempt(outcome)
+    if (retryable && host !== null && this.#attempt < this.#service.config.retry.attempts && retryAllowed(this.#service)) {
+      this.#attempt++
+      ;(this.#context.tried ??= []).push(host)
+      if (!this.#retrying) {
+        this.#retrying = true
+        this.#service.retriesInFlight++
+      }
+      this.#service.metrics.retries.inc()
+      this.#dispatch()
+      return
+    }
+    this.#fail(this.#lastError)
+  }
+
+  onRequestUpgrade(): void {
+    // Plain requests never ask for an upgrade; upgrades go through UpgradeExchange.
+  }
+
+  #isIdempotent(): boolean {
+    return IDEMPOTENT_METHODS.has(this.#req.method!) || this.#req.headers[this.#service.config.retry.idempotencyKeyHeader] !== undefined
+  }
+
+  #endAttempt(outcome: AttemptOutcome): void {
+    const host = this.#host
+    if (host === null) return
+    host.inFlight--
+    this.#service.metrics.attempt(host, outcome)
+    this.#attempts?.push({ endpoint: host.key, outcome })
+    this.#host = null
+  }
+
+  #fail(code: ErrorCode): void {
+    sendError(this.#res, code, this.#service.name)
+    this.#finish(ERROR_STATUS[code])
+  }
+
+  #finish(status: number): void {
+    if (this.#done) return
+    this.#done = true
+    const service = this.#service
+    service.inFlight--
+    if (this.#retrying) service.retriesInFlight--
+    service.metrics.inFlight.dec()
+    service.metrics.request(status)
+    const seconds = Number(process.hrtime.bigint() - this.#startNs) / 1e9
+    service.metrics.duration.observe(seconds)
+    if (this.#attempts !== null) {
+      this.#options.accessLog!.info({
+        service: service.name,
+        method: this.#req.method,
+        path: this.#req.url,
+        status,
+        durationMs: Math.round(seconds * 1e6) / 1e3,
+        attempts: this.#attempts,
+      })
+    }
+  }
+
+  readonly #onDrain = (): void => {
+    this.#controller?.resume()
+  }
+
+  readonly #onClientClose = (): void => {
+    if (this.#res.writableFinished || this.#done) return
+    this.#clientGone = true
+    if (this.#controller !== null) this.#controller.abort(new Error('client went away'))
+  }
+}

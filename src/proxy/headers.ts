@@ -1,0 +1,106 @@
+/**
+ * Header rewriting between client and upstream, on raw header arrays (`[name, value, name, value]`)
+ * so duplicates and order survive, as they must for `set-cookie` and repeated custom headers.
+ */
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy-only ones; compared lower-cased. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+
+/** Names listed in Connection headers: they are hop-by-hop too. Null when there are none (the usual case). */
+function connectionTokens(raw: readonly string[]): Set<string> | null {
+  let tokens: Set<string> | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') {
+      for (const token of raw[i + 1]!.split(',')) {
+        const name = token.trim().toLowerCase()
+        if (name !== '' && name !== 'close' && name !== 'keep-alive' && name !== 'upgrade') (tokens ??= new Set()).add(name)
+      }
+    }
+  }
+  return tokens
+}
+
+export interface UpstreamRequestHeaders {
+  headers: string[]
+  /** The client's Host header value (first one), or '' when it had none. */
+  host: string
+}
+
+/**
+ * The headers to send upstream: hop-by-hop removed (`upgrade` kept when `keepUpgrade`), `Expect`
+ * removed (node answers `100 Continue` to the client itself), one Host only (replaced by
+ * `hostOverride` for absolute-form requests), `X-Forwarded-For` appended to, `X-Forwarded-Proto`
+ * and `X-Forwarded-Host` set.
+ */
+export function upstreamRequestHeaders(
+  raw: readonly string[],
+  clientAddress: string,
+  proto: string,
+  hostOverride: string | null,
+): UpstreamRequestHeaders {
+  const dropNamed = connectionTokens(raw)
+  const out: string[] = []
+  let host = ''
+  let forwardedFor = ''
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const value = raw[i + 1]!
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || (dropNamed !== null && dropNamed.has(lower))) continue
+    switch (lower) {
+      case 'host':
+        if (host === '') host = value
+        continue
+      case 'x-forwarded-for':
+        forwardedFor = forwardedFor === '' ? value : `${forwardedFor}, ${value}`
+        continue
+      case 'x-forwarded-proto':
+      case 'x-forwarded-host':
+      case 'expect':
+        continue
+    }
+    out.push(name, value)
+  }
+  const effectiveHost = hostOverride ?? host
+  if (effectiveHost !== '') out.push('host', effectiveHost)
+  out.push('x-forwarded-for', forwardedFor === '' ? clientAddress : `${forwardedFor}, ${clientAddress}`)
+  out.push('x-forwarded-proto', proto)
+  if (effectiveHost !== '') out.push('x-forwarded-host', effectiveHost)
+  return { headers: out, host: effectiveHost }
+}
+
+/**
+ * The upstream's response headers for the client, hop-by-hop ones removed. undici hands raw headers
+ * as Buffers; node's `writeHead` takes a flat string array and keeps duplicates.
+ */
+export function downstreamResponseHeaders(raw: ReadonlyArray<Buffer | string>): string[] {
+  const strings: string[] = new Array<string>(raw.length)
+  for (let i = 0; i < raw.length; i++) {
+    const v = raw[i]!
+    strings[i] = typeof v === 'string' ? v : v.toString('latin1')
+  }
+  const dropNamed = connectionTokens(strings)
+  const out: string[] = []
+  for (let i = 0; i < strings.length; i += 2) {
+    const lower = strings[i]!.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || (dropNamed !== null && dropNamed.has(lower))) continue
+    out.push(strings[i]!, strings[i + 1]!)
+  }
+  return out
+}
+
+/** `::ffff:10.0.0.1` → `10.0.0.1`; other addresses unchanged. */
+export function clientIp(remoteAddress: string | undefined): string {
+  if (remoteAddress === undefined) return 'unknown'
+  return remoteAddress.startsWith('::ffff:') ? remoteAddress.slice(7) : remoteAddress
+}

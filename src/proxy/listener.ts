@@ -1,0 +1,158 @@
+import http from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { Route } from './router.ts'
+import { Router, normalizeHost, stripPathPrefix } from './router.ts'
+import { sendError, writeRawError } from './errors.ts'
+import { clientIp, upstreamRequestHeaders } from './headers.ts'
+import { Exchange } from './forwarder.ts'
+import { UpgradeExchange } from './upgrade.ts'
+import type { ServiceRuntime } from './service-runtime.ts'
+
+/** Where requests arriving on one listener go. */
+export type ListenerTarget = { kind: 'shared'; router: Router<ServiceRuntime> } | { kind: 'dedicated'; service: ServiceRuntime }
+
+export interface ProxyListenerOptions {
+  /** Upstream idle keep-alive time for client connections (ms). */
+  keepAliveTimeoutMs: number
+  accessLog: Logger | null
+  logger: Logger
+}
+
+interface Resolved {
+  service: ServiceRuntime
+  path: string
+  /** Host to send upstream for an absolute-form request (its authority); null keeps the Host header. */
+  hostOverride: string | null
+}
+
+/**
+ * One proxy listener (the shared one, or a service's dedicated one). Routes each request to its
+ * service, rewrites headers once, and hands it to an Exchange. Never throws on the data path: every
+ * failure becomes one of the contract's error answers.
+ */
+export class ProxyListener {
+  readonly server: http.Server
+  target: ListenerTarget
+  readonly #options: ProxyListenerOptions
+  /** Requests accepted and not yet answered, across all services on this listener. */
+  #active = 0
+  #idleWaiters: Array<() => void> = []
+
+  constructor(target: ListenerTarget, options: ProxyListenerOptions) {
+    this.target = target
+    this.#options = options
+    this.server = http.createServer({
+      keepAliveTimeout: options.keepAliveTimeoutMs,
+      // Never lenient: ambiguous framing (Content-Length with Transfer-Encoding...) is a 400, as by default.
+      insecureHTTPParser: false,
+    })
+    this.server.on('request', this.#onRequest)
+    this.server.on('upgrade', this.#onUpgrade)
+    this.server.on('connect', this.#onConnect)
+  }
+
+  get activeRequests(): number {
+    return this.#active
+  }
+
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        const address = this.server.address()
+        resolve(typeof address === 'object' && address !== null ? { host: address.address, port: address.port } : { host, port })
+      })
+    })
+  }
+
+  /** Stops accepting connections; resolves when every accepted request is answered. */
+  async drain(): Promise<void> {
+    this.server.close()
+    this.server.closeIdleConnections()
+    if (this.#active > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  /** Closes every connection now (the end of the shutdown timeout). */
+  destroy(): void {
+    this.server.closeAllConnections()
+  }
+
+  #resolve(req: IncomingMessage): Resolved | null | 'bad' {
+    let url = req.url ?? '/'
+    let hostOverride: string | null = null
+    if (url.charCodeAt(0) !== 47 /* '/' */) {
+      // Absolute form (`GET http://api/users`): an app using us as its HTTP proxy.
+      const schemeEnd = url.indexOf('://')
+      if (schemeEnd === -1) return 'bad'
+      const authorityStart = schemeEnd + 3
+      let pathStart = url.indexOf('/', authorityStart)
+      const queryStart = url.indexOf('?', authorityStart)
+      if (pathStart === -1 || (queryStart !== -1 && queryStart < pathStart)) pathStart = queryStart
+      hostOverride = url.slice(authorityStart, pathStart === -1 ? undefined : pathStart)
+      url = pathStart === -1 ? '/' : url[pathStart] === '?' ? `/${url.slice(pathStart)}` : url.slice(pathStart)
+      if (hostOverride === '') return 'bad'
+    }
+    const target = this.target
+    if (target.kind === 'dedicated') return { service: target.service, path: url, hostOverride }
+    const host = normalizeHost(hostOverride ?? req.headers.host ?? '')
+    const route: Route<ServiceRuntime> | null = target.router.match(host, url, req.method!, req.headers)
+    if (route === null) return null
+    return { service: route.target, path: route.stripPrefix === null ? url : stripPathPrefix(url, route.stripPrefix), hostOverride }
+  }
+
+  readonly #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#active++
+    res.once('close', this.#onResponseClose)
+    const resolved = this.#resolve(req)
+    if (resolved === 'bad') {
+      res.writeHead(400, { 'content-type': 'application/json', 'x-outrigger-error': 'bad_request', connection: 'close' })
+      res.end('{"error":"bad_request","service":null}')
+      return
+    }
+    if (resolved === null) {
+      sendError(res, 'no_route', null)
+      return
+    }
+    const { headers } = upstreamRequestHeaders(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', resolved.hostOverride)
+    const te = req.headers['transfer-encoding']
+    const cl = req.headers['content-length']
+    const hasBody = te !== undefined || (cl !== undefined && cl !== '0')
+    new Exchange(req, res, resolved.service, {
+      path: resolved.path,
+      headers,
+      hasBody,
+      hash: -1,
+      accessLog: this.#options.accessLog,
+    }).start()
+  }
+
+  readonly #onResponseClose = (): void => {
+    this.#active--
+    if (this.#active === 0 && this.#idleWaiters.length > 0) {
+      const waiters = this.#idleWaiters
+      this.#idleWaiters = []
+      for (const w of waiters) w()
+    }
+  }
+
+  readonly #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const resolved = this.#resolve(req)
+    if (resolved === 'bad') {
+      writeRawError(socket, 400, 'bad_request', null)
+      return
+    }
+    if (resolved === null) {
+      writeRawError(socket, 404, 'no_route', null)
+      return
+    }
+    const { headers } = upstreamRequestHeaders(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', resolved.hostOverride)
+    new UpgradeExchange(req, socket, head, resolved.service, resolved.path, headers).start()
+  }
+
+  readonly #onConnect = (_req: IncomingMessage, socket: Duplex): void => {
+    writeRawError(socket, 405, 'method_not_allowed', null, 'allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE\r\n')
+  }
+}
