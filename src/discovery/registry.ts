@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { DiscoveryConfig, ServiceConfig, SourceKind } from '../config/types.ts'
 import type { DiscoveryAdapter } from './types.ts'
+import { FileDiscovery } from './file.ts'
 import { StaticDiscovery } from './static.ts'
 
 /** What an adapter factory gets besides its service: how to reach the registries, and a logger. */
@@ -11,7 +12,10 @@ export interface DiscoveryContext {
 
 export type DiscoveryFactory = (service: ServiceConfig, context: DiscoveryContext) => DiscoveryAdapter
 
-const factories = new Map<SourceKind, DiscoveryFactory>([['static', (s) => new StaticDiscovery(s)]])
+const factories = new Map<SourceKind, DiscoveryFactory>([
+  ['static', (s) => new StaticDiscovery(s)],
+  ['file', (s, context) => new FileDiscovery(s, context.logger)],
+])
 
 /** Sources register themselves here by their config name. */
 export function registerDiscovery(source: SourceKind, factory: DiscoveryFactory): void {
