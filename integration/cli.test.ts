@@ -1,11 +1,10 @@
 import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { CLI } from './helpers.ts'
+import path from 'node:path'
 import { Agent } from 'undici'
 import type { Upstream } from './helpers.ts'
-import { echoHandler, send, startCli, startUpstream, waitFor, writeTempFile } from './helpers.ts'
-
+import { CLI, echoHandler, send, startCli, startUpstream, waitFor, writeTempFile } from './helpers.ts'
 
 function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -31,6 +30,35 @@ describe('outrigger validate', () => {
     const r = await runCli(['validate', '-c', file])
     assert.equal(r.code, 1)
     assert.equal(r.stdout.trim(), 'services.api.strategy: must be one of round-robin, weighted, least-connections, consistent-hash')
+  })
+
+  it('reports every mistake of a file at once, one line each with its path, in document order', async () => {
+    const r = await runCli(['validate', '-c', path.join(import.meta.dirname, 'fixtures', 'many-mistakes.yaml')])
+    assert.equal(r.code, 1)
+    assert.deepEqual(r.stdout.trimEnd().split('\n'), [
+      'listen: port must be between 0 and 65535',
+      'shutdownTimeout: must be a duration like 250ms, 5s or 1m',
+      'accessLog: must be a boolean',
+      'services.api.strategy: must be one of round-robin, weighted, least-connections, consistent-hash',
+      'services.api.routes[0]: needs host or pathPrefix',
+      'services.api.routes[0].stripPrefix: needs pathPrefix',
+      'services.api.healthCheck.active.timeout: must be shorter than interval (1s)',
+      'services.api.healthCheck.panicThreshold: must be at most 100',
+      'services.api.timeouts.connect: must be a duration like 250ms, 5s or 1m',
+      'services.api.retry.replayBodyLimit: must be a size like 64KiB or 1MiB',
+      'services.legacy.endpoints[1].port: must be at least 1',
+      'services.legacy.tags: only applies to source consul',
+      'services.web.path: is required for source file',
+      'services.bad name: service name must contain only letters, digits, ".", "_" and "-", and start with a letter or digit',
+      'register: unknown field "colour"',
+      'register.source: must be one of consul, etcd',
+    ])
+  })
+
+  it('names a missing file', async () => {
+    const r = await runCli(['validate', '-c', '/nonexistent/outrigger.yaml'])
+    assert.equal(r.code, 1)
+    assert.equal(r.stdout.trim(), 'cannot read config file /nonexistent/outrigger.yaml: no such file (ENOENT)')
   })
 
   it('takes the file from OUTRIGGER_CONFIG', async () => {

@@ -246,6 +246,34 @@ describe('resilience', () => {
     }
   })
 
+  it('retries a POST whose endpoint refuses the connection on another endpoint, body intact', async () => {
+    const hashing = await startUpstream('hash', (req, res) => {
+      const h = createHash('sha256')
+      req.on('data', (c: Buffer) => h.update(c))
+      req.on('end', () => res.end(h.digest('hex')))
+    })
+    const dead = `127.0.0.1:${await closedPort()}`
+    const s = await startSidecar({ services: { h: { source: 'static', endpoints: [dead, hashing.address] } } })
+    const agent = new Agent()
+    try {
+      const body = randomBytes(256 * 1024)
+      const want = createHash('sha256').update(body).digest('hex')
+      // The cursor passes the dead endpoint on every retry, so at least every other request starts there.
+      for (let i = 0; i < 4; i++) {
+        const res = await send(agent, `${s.url}/upload`, { method: 'POST', headers: { host: 'h' }, body })
+        assert.equal(res.status, 200)
+        assert.equal(res.body, want)
+      }
+      const deadHost = s.sidecar.clusters()[0]!.hosts().find((h) => h.key === dead)!
+      assert.ok(deadHost.requests >= 2, `the dead endpoint was tried ${deadHost.requests} times`)
+      assert.equal(hashing.hits, 4)
+    } finally {
+      await agent.close()
+      await s.stop()
+      await hashing.close()
+    }
+  })
+
   it('cancels the upstream request when the client aborts', async () => {
     let upstreamClosed = false
     const streaming = await startUpstream('stream', (_req, res) => {

@@ -6,6 +6,7 @@ import type { ClusterObserver } from './cluster/service-cluster.ts'
 import { createDiscovery } from './discovery/registry.ts'
 import type { DiscoveryAdapter } from './discovery/types.ts'
 import { Metrics } from './observability/metrics.ts'
+import { notBuiltYet } from './config/not-built.ts'
 import { AdminServer } from './admin/server.ts'
 import { ProxyListener } from './proxy/listener.ts'
 import { Router } from './proxy/router.ts'
@@ -104,6 +105,7 @@ export class Sidecar {
       }
     }
     this.#addresses = { listen, admin, services }
+    for (const path of notBuiltYet(c)) this.#logger.warn({ path }, `${path}: not built yet in this version; ignored`)
     for (const s of this.#services.values()) this.#startDiscovery(s)
     this.#logger.info({ listen: fmt(listen), admin: fmt(admin), services: Object.keys(services).length > 0 ? Object.fromEntries(Object.entries(services).map(([k, v]) => [k, fmt(v)])) : undefined, count: this.#services.size }, 'outrigger started')
   }

@@ -2,10 +2,9 @@ import { watch } from 'node:fs'
 import type { FSWatcher } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
-import { parse as parseYaml } from 'yaml'
 import type { Logger } from 'pino'
 import type { ServiceConfig } from '../config/types.ts'
-import { parseHostPort } from '../config/address.ts'
+import { formatOf, parseEndpointList } from '../config/load.ts'
 import type { DiscoveryAdapter, DiscoveryListener, Endpoint } from './types.ts'
 
 /** Editors and deploy tools write in bursts (truncate, write, rename): wait for quiet before reading. */
@@ -69,11 +68,12 @@ export class FileDiscovery implements DiscoveryAdapter {
     const listener = this.#listener!
     let endpoints: Endpoint[]
     try {
-      endpoints = parseEndpointList(parseYaml(await readFile(this.#file, 'utf8')) as unknown)
+      // The same schema as `static` endpoints: the same messages as `outrigger validate`.
+      endpoints = parseEndpointList(await readFile(this.#file, 'utf8'), formatOf(this.#file)).map((e) => ({ ...e, meta: {} }))
     } catch (err) {
       if (this.#stopped) return
       this.#logger.warn({ file: this.#file, err: (err as Error).message }, 'endpoints file unusable; keeping the last good endpoints')
-      listener.onError(new Error(`${this.#file}: ${(err as Error).message}`))
+      listener.onError(new Error(`${this.#file}: ${(err as Error).message.replaceAll('\n', '; ')}`))
       if (this.#watcher === null) this.#schedule(1000)
       return
     }
@@ -83,28 +83,4 @@ export class FileDiscovery implements DiscoveryAdapter {
     this.#last = text
     listener.onUpdate(endpoints)
   }
-}
-
-/** Parses a list of `"host:port"` / `{address, port, weight}`; throws naming the bad entry. */
-export function parseEndpointList(doc: unknown): Endpoint[] {
-  if (doc === null || doc === undefined) return []
-  if (!Array.isArray(doc)) throw new Error('must be a list of endpoints ("host:port" or {address, port, weight})')
-  return doc.map((item: unknown, i): Endpoint => {
-    try {
-      if (typeof item === 'string') {
-        const a = parseHostPort(item)
-        return { address: a.host, port: a.port, weight: 1, meta: {} }
-      }
-      if (typeof item === 'object' && item !== null) {
-        const o = item as Record<string, unknown>
-        const a = parseHostPort(`${String(o.address)}:${String(o.port)}`)
-        const weight = o.weight === undefined ? 1 : Number(o.weight)
-        if (!Number.isInteger(weight) || weight < 1) throw new RangeError('weight must be a positive integer')
-        return { address: a.host, port: a.port, weight, meta: {} }
-      }
-      throw new RangeError('must be "host:port" or {address, port, weight}')
-    } catch (err) {
-      throw new Error(`[${i}]: ${(err as Error).message}`, { cause: err })
-    }
-  })
 }
