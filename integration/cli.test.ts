@@ -50,8 +50,8 @@ describe('outrigger validate', () => {
       'services.legacy.tags: only applies to source consul',
       'services.web.path: is required for source file',
       'services.bad name: service name must contain only letters, digits, ".", "_" and "-", and start with a letter or digit',
-      'register: unknown field "colour"',
       'register.source: must be one of consul, etcd',
+      'register: unknown field "colour"',
     ])
   })
 

@@ -36,6 +36,8 @@ export class ConfigError extends Error {
 export interface RawIssue {
   path: PropertyKey[]
   message: string
+  /** Where the problem stands in the document when that differs from `path` (an unknown key's own place). */
+  at?: PropertyKey[]
 }
 
 /** Formats paths, drops exact duplicates. */
@@ -43,7 +45,7 @@ export function toConfigIssues(raw: readonly RawIssue[]): ConfigIssue[] {
   const seen = new Set<string>()
   const out: ConfigIssue[] = []
   for (const r of raw) {
-    const issue = { path: formatPath(r.path), message: r.message }
+    const issue: ConfigIssue = { path: formatPath(r.path), message: r.message }
     const line = formatIssue(issue)
     if (seen.has(line)) continue
     seen.add(line)
@@ -84,7 +86,7 @@ export function sortByDocumentOrder(issues: RawIssue[], order: Map<string, numbe
     return 0
   }
   return issues
-    .map((issue, idx) => ({ issue, idx, rank: rank(issue.path) }))
+    .map((issue, idx) => ({ issue, idx, rank: rank(issue.at ?? issue.path) }))
     .sort((a, b) => a.rank - b.rank || a.idx - b.idx)
     .map((x) => x.issue)
 }

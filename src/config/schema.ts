@@ -119,7 +119,7 @@ export const configErrorMap: z.core.$ZodErrorMap = (iss) => {
 export function zodIssuesToRaw(issues: readonly z.core.$ZodIssue[]): RawIssue[] {
   const out: RawIssue[] = []
   for (const i of issues) {
-    if (i.code === 'unrecognized_keys') for (const k of i.keys) out.push({ path: [...i.path], message: unknownField(k) })
+    if (i.code === 'unrecognized_keys') for (const k of i.keys) out.push({ path: [...i.path], message: unknownField(k), at: [...i.path, k] })
     else out.push({ path: [...i.path], message: i.message })
   }
   return out
@@ -229,17 +229,31 @@ const headerValue = () => z.string().refine((s) => !/[\r\n\0]/.test(s), MESSAGES
 
 /** `{ header-name: value }`, names lower-cased. */
 const headerMap = () =>
-  z
-    .record(z.string(), headerValue())
-    .superRefine((rec, ctx) => {
-      if (!isPlainObject(rec)) return
-      for (const key of Object.keys(rec)) if (!TOKEN.test(key)) custom(ctx, MESSAGES.headerName, [key])
-    }, ALWAYS)
-    .transform((rec) => {
-      const out: Record<string, string> = {}
-      for (const [k, v] of Object.entries(rec)) out[k.toLowerCase()] = v
-      return out
-    })
+  noProtoKey(
+    z
+      .record(z.string(), headerValue())
+      .superRefine((rec, ctx) => {
+        if (!isPlainObject(rec)) return
+        for (const key of Object.keys(rec)) if (!TOKEN.test(key)) custom(ctx, MESSAGES.headerName, [key])
+      }, ALWAYS)
+      .transform((rec) => {
+        const out: Record<string, string> = {}
+        for (const [k, v] of Object.entries(rec)) out[k.toLowerCase()] = v
+        return out
+      }),
+    'is not allowed as a header name',
+  )
+
+/**
+ * zod's records skip a `__proto__` key without a word, so a map keyed by user-chosen names would
+ * lose it silently. This runs on the raw value, before the record, and reports the key instead.
+ */
+function noProtoKey<T extends z.ZodType>(schema: T, message: string) {
+  return z.preprocess((v, ctx) => {
+    if (isPlainObject(v) && Object.hasOwn(v, '__proto__')) ctx.addIssue({ code: 'custom', message, path: ['__proto__'], input: v })
+    return v
+  }, schema)
+}
 
 const httpPath = () => z.string().refine((s) => s.startsWith('/'), MESSAGES.httpPath)
 
@@ -655,12 +669,13 @@ export const configSchema = z
     shutdownTimeout: duration().prefault('30s').describe('On SIGTERM/SIGINT, how long in-flight requests may take to finish.'),
     accessLog: bool().prefault(false).describe('One JSON line per request.'),
     discovery: discoverySchema.prefault({}),
-    services: z
-      .record(z.string(), serviceSchema)
-      .superRefine((rec, ctx) => {
+    services: noProtoKey(
+      z.record(z.string(), serviceSchema).superRefine((rec, ctx) => {
         if (!isPlainObject(rec)) return
         for (const key of Object.keys(rec)) if (!NAME.test(key)) custom(ctx, `service name ${MESSAGES.name}`, [key])
-      }, ALWAYS)
+      }, ALWAYS),
+      `service name ${MESSAGES.name}`,
+    )
       .prefault({})
       .describe('The upstream services, by name.'),
     register: registerSchema.optional(),

@@ -6,6 +6,9 @@ import type { ServiceCluster } from '../cluster/service-cluster.ts'
 /** How one attempt on one endpoint ended; the `outcome` label of `outrigger_upstream_attempts_total`. */
 export type AttemptOutcome = '1xx' | '2xx' | '3xx' | '4xx' | '5xx' | 'connect_failed' | 'reset' | 'timeout' | 'aborted'
 
+/** The `state` label values of `outrigger_endpoints`. */
+const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected'] as const
+
 /** Sub-millisecond to tens of seconds: a sidecar adds little, but upstreams can be slow. */
 const DURATION_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
@@ -26,6 +29,8 @@ export class Metrics {
   readonly inFlight = new Gauge({ name: 'outrigger_in_flight_requests', help: 'Requests being forwarded now.', labelNames: ['service'] as const, registers: [this.registry] })
 
   readonly #clusters = new Set<ServiceCluster>()
+  /** Label sets bound per service, for removal (see `bind`). */
+  readonly #bound = new Map<string, Array<{ metric: Counter<string>; labels: Record<string, string> }>>()
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'outrigger_' })
@@ -48,18 +53,38 @@ export class Metrics {
     return new ServiceMetrics(this, cluster.name, source)
   }
 
+  /**
+   * Binds a label child and remembers its label set. prom-client's `remove()` matches a full label
+   * set only, so series can be dropped later only if we know every set we created.
+   */
+  bind<T extends string>(metric: Counter<T>, labels: Partial<Record<T, string>> & { service: string }): CounterChild {
+    let bound = this.#bound.get(labels.service)
+    if (bound === undefined) this.#bound.set(labels.service, (bound = []))
+    bound.push({ metric: metric, labels })
+    return metric.labels(labels as Partial<Record<T, string | number>>)
+  }
+
   /** Removes every series of a service that is gone (after a reload). */
   removeService(cluster: ServiceCluster): void {
     this.#clusters.delete(cluster)
     const service = cluster.name
-    for (const metric of [this.requests, this.duration, this.retries, this.endpoints, this.discoveryUpdates, this.discoveryErrors, this.staleness, this.inFlight, this.attempts]) {
-      ;(metric as Counter<string>).remove({ service })
-    }
+    for (const { metric, labels } of this.#bound.get(service) ?? []) metric.remove(labels)
+    this.#bound.delete(service)
+    for (const state of ENDPOINT_STATES) this.endpoints.remove({ service, state })
+    for (const metric of [this.duration, this.retries, this.staleness, this.inFlight] as const) metric.remove({ service })
   }
 
   /** Removes the attempt series of an endpoint that left. */
   removeHost(service: string, host: Host): void {
-    this.attempts.remove({ service, endpoint: host.key })
+    const bound = this.#bound.get(service)
+    if (bound === undefined) return
+    let kept = 0
+    for (const entry of bound) {
+      if (entry.labels.endpoint === host.key && entry.metric === (this.attempts as unknown as Counter<string>)) entry.metric.remove(entry.labels)
+      else bound[kept++] = entry
+    }
+    bound.length = kept
+    hostCounters.delete(host)
   }
 
   /** Recomputes `outrigger_endpoints` for a service; called on each cluster change, not per request. */
@@ -72,6 +97,7 @@ export class Metrics {
       else if ((host.flags & HostFlag.FAILED_ACTIVE_CHECK) !== 0) unhealthy++
       else healthy++
     }
+    // States are fixed (ENDPOINT_STATES), so removeService removes them without tracking.
     this.endpoints.set({ service: cluster.name, state: 'healthy' }, healthy)
     this.endpoints.set({ service: cluster.name, state: 'unhealthy' }, unhealthy)
     this.endpoints.set({ service: cluster.name, state: 'ejected' }, ejected)
@@ -100,8 +126,8 @@ export class ServiceMetrics {
     this.duration = metrics.duration.labels(service)
     this.retries = metrics.retries.labels(service)
     this.inFlight = metrics.inFlight.labels(service)
-    this.discoveryUpdates = metrics.discoveryUpdates.labels(service, source)
-    this.discoveryErrors = metrics.discoveryErrors.labels(service, source)
+    this.discoveryUpdates = metrics.bind(metrics.discoveryUpdates, { service, source })
+    this.discoveryErrors = metrics.bind(metrics.discoveryErrors, { service, source })
     this.inFlight.set(0)
     this.retries.inc(0)
   }
@@ -110,7 +136,7 @@ export class ServiceMetrics {
   request(status: number): void {
     let child = this.#byCode.get(status)
     if (child === undefined) {
-      child = this.#metrics.requests.labels(this.#service, String(status))
+      child = this.#metrics.bind(this.#metrics.requests, { service: this.#service, code: String(status) })
       this.#byCode.set(status, child)
     }
     child.inc()
@@ -124,7 +150,7 @@ export class ServiceMetrics {
     }
     let child = byOutcome.get(outcome)
     if (child === undefined) {
-      child = this.#metrics.attempts.labels(this.#service, host.key, outcome)
+      child = this.#metrics.bind(this.#metrics.attempts, { service: this.#service, endpoint: host.key, outcome })
       byOutcome.set(outcome, child)
     }
     child.inc()

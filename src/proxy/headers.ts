@@ -3,18 +3,16 @@
  * so duplicates and order survive, as they must for `set-cookie` and repeated custom headers.
  */
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy-only ones; compared lower-cased. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-])
+/** Hop-by-hop headers (RFC 9110 §7.6.1); compared lower-cased. Every `Proxy-*` header is dropped too. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
+
+/** True for a lower-cased header name that must not cross the proxy (the contract's list). */
+function isHopByHop(lower: string, named: Set<string> | null): boolean {
+  return HOP_BY_HOP.has(lower) || lower.startsWith('proxy-') || (named !== null && named.has(lower))
+}
+
+/** Connection may name extension headers as hop-by-hop, but never these (the Host header is kept). */
+const NEVER_CONNECTION_TOKENS = new Set(['close', 'keep-alive', 'upgrade', 'host'])
 
 /** Names listed in Connection headers: they are hop-by-hop too. Null when there are none (the usual case). */
 function connectionTokens(raw: readonly string[]): Set<string> | null {
@@ -23,7 +21,7 @@ function connectionTokens(raw: readonly string[]): Set<string> | null {
     if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') {
       for (const token of raw[i + 1]!.split(',')) {
         const name = token.trim().toLowerCase()
-        if (name !== '' && name !== 'close' && name !== 'keep-alive' && name !== 'upgrade') (tokens ??= new Set()).add(name)
+        if (name !== '' && !NEVER_CONNECTION_TOKENS.has(name)) (tokens ??= new Set()).add(name)
       }
     }
   }
@@ -37,8 +35,8 @@ export interface UpstreamRequestHeaders {
 }
 
 /**
- * The headers to send upstream: hop-by-hop removed (`upgrade` kept when `keepUpgrade`), `Expect`
- * removed (node answers `100 Continue` to the client itself), one Host only (replaced by
+ * The headers to send upstream: hop-by-hop removed (for an upgrade, undici writes `connection` and
+ * `upgrade` itself from the dispatch options), `Expect` removed (node answers `100 Continue` to the client itself), one Host only (replaced by
  * `hostOverride` for absolute-form requests), `X-Forwarded-For` appended to, `X-Forwarded-Proto`
  * and `X-Forwarded-Host` set.
  */
@@ -56,7 +54,7 @@ export function upstreamRequestHeaders(
     const name = raw[i]!
     const value = raw[i + 1]!
     const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || (dropNamed !== null && dropNamed.has(lower))) continue
+    if (isHopByHop(lower, dropNamed)) continue
     switch (lower) {
       case 'host':
         if (host === '') host = value
@@ -93,7 +91,7 @@ export function downstreamResponseHeaders(raw: ReadonlyArray<Buffer | string>): 
   const out: string[] = []
   for (let i = 0; i < strings.length; i += 2) {
     const lower = strings[i]!.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || (dropNamed !== null && dropNamed.has(lower))) continue
+    if (isHopByHop(lower, dropNamed)) continue
     out.push(strings[i]!, strings[i + 1]!)
   }
   return out
