@@ -10,7 +10,8 @@ import { notBuiltYet } from './config/not-built.ts'
 import { AdminServer } from './admin/server.ts'
 import { ProxyListener } from './proxy/listener.ts'
 import { Router } from './proxy/router.ts'
-import type { ServiceRuntime } from './proxy/service-runtime.ts'
+import type { ServiceRuntime, StickyCookie } from './proxy/service-runtime.ts'
+import { hashKeyReader } from './proxy/hash-key.ts'
 
 /** A problem found while wiring a valid config (a strategy or source this build lacks, a port in use). */
 export class StartupError extends Error {
@@ -122,7 +123,16 @@ export class Sidecar {
       onHostRemoved: (cluster, host) => metrics.removeHost(cluster.name, host),
     }
     const cluster = new ServiceCluster(config, factory(config), logger, observer)
-    const runtime: ServiceRuntime = { name: config.name, config, cluster, metrics: metrics.forService(cluster, discovery.source), inFlight: 0, retriesInFlight: 0 }
+    const runtime: ServiceRuntime = {
+      name: config.name,
+      config,
+      cluster,
+      metrics: metrics.forService(cluster, discovery.source),
+      hashKey: config.strategy === 'consistent-hash' ? hashKeyReader(config.hashKey) : null,
+      stickyCookie: stickyCookieOf(config),
+      inFlight: 0,
+      retriesInFlight: 0,
+    }
     const listener = config.listen === undefined ? null : new ProxyListener({ kind: 'dedicated', service: runtime }, { keepAliveTimeoutMs: 60_000, accessLog, logger: proxyLogger })
     return { runtime, discovery, listener }
   }
@@ -171,6 +181,13 @@ export class Sidecar {
     await this.#admin.close()
     this.#logger.info('outrigger stopped')
   }
+}
+
+/** The sticky cookie of a service, or null; the schema allows it only with `hashKey: cookie:NAME`. */
+function stickyCookieOf(config: ServiceConfig): StickyCookie | null {
+  if (config.stickyCookie === undefined || config.hashKey.kind !== 'cookie') return null
+  const maxAge = Math.max(1, Math.round(config.stickyCookie.ttlMs / 1000))
+  return { name: config.hashKey.name, attributes: `Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax` }
 }
 
 async function bind(p: Promise<ListenAddress>, path: string, wanted: ListenAddress): Promise<ListenAddress> {

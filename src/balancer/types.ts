@@ -6,8 +6,13 @@ import type { Host } from '../cluster/host.ts'
  * attempts, so `pick()` itself never allocates.
  */
 export interface PickContext {
-  /** 32-bit hash of the request's key for consistent hashing; -1 when the request carries none. */
+  /** Unsigned 32-bit hash of the request's key for consistent hashing; -1 when the request carries none. */
   hash: number
+  /**
+   * The request's sticky-cookie value (a host's `stickyToken`), or null. A consistent-hash picker
+   * returns that host while it can take the request, and otherwise walks the ring from `hash`.
+   */
+  stickyToken: string | null
   /** Hosts this request already tried; a picker must not return them. Null on the first attempt. */
   tried: Host[] | null
 }
@@ -31,6 +36,14 @@ export interface Balancer {
 }
 
 export type BalancerFactory = (service: ServiceConfig) => Balancer
+
+/**
+ * The weight a strategy gives a host: its registry weight (or 1 where the strategy ignores
+ * weights) times its slow-start factor.
+ */
+export function effectiveWeight(host: Host, useRegistryWeight: boolean): number {
+  return (useRegistryWeight ? host.weight : 1) * host.slowStartFactor
+}
 
 /** True when `host` may take one more request in this context. Shared by every picker. */
 export function canTake(host: Host, context: PickContext): boolean {

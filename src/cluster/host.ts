@@ -1,6 +1,12 @@
 import type { Dispatcher } from 'undici'
 import type { Endpoint } from '../discovery/types.ts'
 import { endpointKey } from '../discovery/types.ts'
+import { hashString } from '../balancer/hash.ts'
+
+/** In-flight requests over all hosts of one cluster: the average that bounded-load hashing needs. */
+export interface ClusterLoad {
+  inFlight: number
+}
 
 /**
  * Why a host may not be picked. Each subsystem owns one bit and sets or clears only that bit
@@ -55,8 +61,19 @@ export class Host {
   readonly dispatcher: Dispatcher
   /** Max in-flight requests; beyond it the picker passes this host over. */
   readonly maxConcurrent: number
+  /**
+   * Share multiplier during slow start, in (0, 1]; 1 otherwise. Set by the cluster before each
+   * rebuild; balancers multiply it into the weight they use.
+   */
+  slowStartFactor = 1
+  /** Hash of `key`: where this host's virtual nodes sit on a hash ring. */
+  readonly hashSeed: number
+  /** This host's value for a sticky cookie (8 hex digits of `hashSeed`). */
+  readonly stickyToken: string
+  /** The cluster-wide in-flight count, shared by all hosts of the cluster. */
+  readonly load: ClusterLoad
 
-  constructor(endpoint: Endpoint, dispatcher: Dispatcher, maxConcurrent: number, nowMs: number) {
+  constructor(endpoint: Endpoint, dispatcher: Dispatcher, maxConcurrent: number, nowMs: number, load: ClusterLoad = { inFlight: 0 }) {
     this.key = endpointKey(endpoint.address, endpoint.port)
     this.address = endpoint.address
     this.port = endpoint.port
@@ -65,6 +82,22 @@ export class Host {
     this.dispatcher = dispatcher
     this.maxConcurrent = maxConcurrent
     this.addedAtMs = nowMs
+    this.hashSeed = hashString(this.key)
+    this.stickyToken = this.hashSeed.toString(16).padStart(8, '0')
+    this.load = load
+  }
+
+  /** A request starts on this host. */
+  acquire(): void {
+    this.inFlight++
+    this.requests++
+    this.load.inFlight++
+  }
+
+  /** A request on this host ended, however it ended. */
+  release(): void {
+    this.inFlight--
+    this.load.inFlight--
   }
 
   get routable(): boolean {

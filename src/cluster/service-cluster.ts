@@ -6,6 +6,14 @@ import { EMPTY_PICKER } from '../balancer/types.ts'
 import type { Endpoint } from '../discovery/types.ts'
 import { endpointKey } from '../discovery/types.ts'
 import { Host, HostFlag, UNROUTABLE_FLAGS } from './host.ts'
+import type { ClusterLoad } from './host.ts'
+
+/** A host in slow start begins at this share of its weight (Envoy's min_weight_percent default). */
+export const SLOW_START_MIN_FACTOR = 0.1
+/** The ramp is applied in this many steps over the window (one picker rebuild each). */
+export const SLOW_START_STEPS = 20
+/** Never rebuild for slow start more often than this. */
+export const SLOW_START_MIN_STEP_MS = 100
 
 /** What the cluster tells the outside world; metrics and the admin API hang off this. */
 export interface ClusterObserver {
@@ -49,6 +57,10 @@ export class ServiceCluster {
   readonly #now: Clock
   #picker: Picker = EMPTY_PICKER
   #closed = false
+  /** In-flight requests over all hosts, shared by them (bounded-load hashing reads it). */
+  readonly #load: ClusterLoad = { inFlight: 0 }
+  /** Pending rebuild that advances the slow-start ramp; null when no host is ramping. */
+  #slowStartTimer: NodeJS.Timeout | null = null
 
   constructor(config: ServiceConfig, balancer: Balancer, logger: Logger, observer: ClusterObserver = {}, now: Clock = Date.now) {
     this.name = config.name
@@ -83,6 +95,8 @@ export class ServiceCluster {
   setEndpoints(endpoints: readonly Endpoint[]): void {
     if (this.#closed) return
     const now = this.#now()
+    // The first set is the cluster's starting membership: nothing to ramp against.
+    const slowStart = this.discovery.lastUpdateMs !== null && this.config.slowStart !== undefined
     const wasStale = this.discovery.stale
     this.discovery.lastUpdateMs = now
     this.discovery.error = null
@@ -98,7 +112,9 @@ export class ServiceCluster {
       seen.add(key)
       const existing = this.#hosts.get(key)
       if (existing === undefined) {
-        this.#hosts.set(key, new Host(endpoint, this.#createPool(endpoint), this.config.maxConcurrent, now))
+        const host = new Host(endpoint, this.#createPool(endpoint), this.config.maxConcurrent, now, this.#load)
+        if (slowStart) host.setFlag(HostFlag.SLOW_START, true, `slow start since ${new Date(now).toISOString()}`)
+        this.#hosts.set(key, host)
         changed = true
       } else {
         if (existing.weight !== endpoint.weight) {
@@ -144,6 +160,8 @@ export class ServiceCluster {
 
   /** Rebuilds the picker from the current members and their health. */
   rebuild(): void {
+    if (this.#closed) return
+    this.#advanceSlowStart()
     const all: Host[] = []
     const healthy: Host[] = []
     for (const host of this.#hosts.values()) {
@@ -161,10 +179,46 @@ export class ServiceCluster {
     this.#observer.onClusterChange?.(this)
   }
 
+  /**
+   * Sets each ramping host's `slowStartFactor` from its age: linear from SLOW_START_MIN_FACTOR to 1
+   * over the window, then clears its SLOW_START flag. While any host ramps, one timer schedules the
+   * next rebuild; pickers stay immutable and `pick()` never reads the clock.
+   */
+  #advanceSlowStart(): void {
+    const window = this.config.slowStart?.windowMs
+    if (window === undefined) return
+    const now = this.#now()
+    let ramping = false
+    for (const host of this.#hosts.values()) {
+      if ((host.flags & HostFlag.SLOW_START) === 0) continue
+      const progress = (now - host.addedAtMs) / window
+      if (progress >= 1) {
+        host.setFlag(HostFlag.SLOW_START, false)
+        host.slowStartFactor = 1
+      } else {
+        host.slowStartFactor = Math.max(SLOW_START_MIN_FACTOR, progress)
+        ramping = true
+      }
+    }
+    if (ramping && this.#slowStartTimer === null) {
+      this.#slowStartTimer = setTimeout(() => {
+        this.#slowStartTimer = null
+        this.rebuild()
+      }, Math.max(SLOW_START_MIN_STEP_MS, window / SLOW_START_STEPS))
+      this.#slowStartTimer.unref()
+    }
+  }
+
+  #stopSlowStart(): void {
+    if (this.#slowStartTimer !== null) clearTimeout(this.#slowStartTimer)
+    this.#slowStartTimer = null
+  }
+
   /** Stops routing and closes every pool once its in-flight requests finish. */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    this.#stopSlowStart()
     this.#picker = EMPTY_PICKER
     const closing: Promise<void>[] = []
     for (const host of this.#hosts.values()) closing.push(this.#closePool(host))
@@ -176,6 +230,7 @@ export class ServiceCluster {
   /** Closes pools at once, failing whatever is still in flight (the end of a shutdown timeout). */
   async destroy(): Promise<void> {
     this.#closed = true
+    this.#stopSlowStart()
     this.#picker = EMPTY_PICKER
     const hosts = [...this.#hosts.values(), ...this.#draining]
     this.#hosts.clear()

@@ -11,9 +11,6 @@ export function notBuiltYet(config: Config): string[] {
     const at = `services.${s.name}`
     if (s.healthCheck.active !== undefined) paths.push(`${at}.healthCheck.active`)
     if (s.healthCheck.passive !== undefined) paths.push(`${at}.healthCheck.passive`)
-    if (s.slowStart !== undefined) paths.push(`${at}.slowStart`)
-    if (s.stickyCookie !== undefined) paths.push(`${at}.stickyCookie`)
-    if (s.hashBalanceFactor !== undefined) paths.push(`${at}.hashBalanceFactor`)
     if (s.tls !== undefined) paths.push(`${at}.tls`)
     if (s.circuitBreaker !== undefined) paths.push(`${at}.circuitBreaker`)
     if (s.rateLimit !== undefined) paths.push(`${at}.rateLimit`)

@@ -32,6 +32,8 @@ export interface ForwardOptions {
   hasBody: boolean
   /** Consistent-hash key hash, -1 when none. */
   hash: number
+  /** The request's sticky-cookie value, or null (see PickContext). */
+  stickyToken: string | null
   /** Access-log sink, or null when the access log is off (then no attempt list is kept). */
   accessLog: Logger | null
 }
@@ -76,7 +78,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#res = res
     this.#service = service
     this.#options = options
-    this.#context = { hash: options.hash, tried: null }
+    this.#context = { hash: options.hash, stickyToken: options.stickyToken, tried: null }
     this.#startNs = process.hrtime.bigint()
     this.#attempts = options.accessLog === null ? null : []
   }
@@ -98,8 +100,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#host = host
     this.#sent = false
     this.#controller = null
-    host.inFlight++
-    host.requests++
+    host.acquire()
     host.dispatcher.dispatch(
       {
         path: this.#options.path,
@@ -128,7 +129,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#status = statusCode
     const res = this.#res
     const raw = (controller as Dispatcher.DispatchController & { rawHeaders?: Buffer[] }).rawHeaders ?? []
-    res.writeHead(statusCode, statusMessage, downstreamResponseHeaders(raw))
+    const headers = downstreamResponseHeaders(raw)
+    const sticky = this.#service.stickyCookie
+    // Pin the client to the host that answered: when it had no cookie, or its host failed over.
+    if (sticky !== null && this.#host !== null && this.#host.stickyToken !== this.#options.stickyToken) {
+      headers.push('set-cookie', `${sticky.name}=${this.#host.stickyToken}; ${sticky.attributes}`)
+    }
+    res.writeHead(statusCode, statusMessage, headers)
     this.#responded = true
   }
 
@@ -203,7 +210,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #endAttempt(outcome: AttemptOutcome): void {
     const host = this.#host
     if (host === null) return
-    host.inFlight--
+    host.release()
     this.#service.metrics.attempt(host, outcome)
     this.#attempts?.push({ endpoint: host.key, outcome })
     this.#host = null

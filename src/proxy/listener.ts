@@ -9,6 +9,7 @@ import { clientIp, upstreamRequestHeaders } from './headers.ts'
 import { Exchange } from './forwarder.ts'
 import { UpgradeExchange } from './upgrade.ts'
 import type { ServiceRuntime } from './service-runtime.ts'
+import { hashString } from '../balancer/hash.ts'
 
 /** Where requests arriving on one listener go. */
 export type ListenerTarget = { kind: 'shared'; router: Router<ServiceRuntime> } | { kind: 'dedicated'; service: ServiceRuntime }
@@ -116,15 +117,27 @@ export class ProxyListener {
       sendError(res, 'no_route', null)
       return
     }
-    const { headers } = upstreamRequestHeaders(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', resolved.hostOverride)
+    const client = clientIp(req.socket.remoteAddress)
+    const { headers } = upstreamRequestHeaders(req.rawHeaders, client, 'http', resolved.hostOverride)
+    const service = resolved.service
+    let hash = -1
+    let stickyToken: string | null = null
+    if (service.hashKey !== null) {
+      const key = service.hashKey(req, resolved.path, client)
+      if (key !== null && key !== '') {
+        hash = hashString(key)
+        if (service.stickyCookie !== null) stickyToken = key
+      }
+    }
     const te = req.headers['transfer-encoding']
     const cl = req.headers['content-length']
     const hasBody = te !== undefined || (cl !== undefined && cl !== '0')
-    new Exchange(req, res, resolved.service, {
+    new Exchange(req, res, service, {
       path: resolved.path,
       headers,
       hasBody,
-      hash: -1,
+      hash,
+      stickyToken,
       accessLog: this.#options.accessLog,
     }).start()
   }
@@ -148,8 +161,12 @@ export class ProxyListener {
       writeRawError(socket, 404, 'no_route', null)
       return
     }
-    const { headers } = upstreamRequestHeaders(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', resolved.hostOverride)
-    new UpgradeExchange(req, socket, head, resolved.service, resolved.path, headers).start()
+    const client = clientIp(req.socket.remoteAddress)
+    const { headers } = upstreamRequestHeaders(req.rawHeaders, client, 'http', resolved.hostOverride)
+    const key = resolved.service.hashKey?.(req, resolved.path, client) ?? null
+    const hash = key === null || key === '' ? -1 : hashString(key)
+    const stickyToken = resolved.service.stickyCookie !== null && hash !== -1 ? key : null
+    new UpgradeExchange(req, socket, head, resolved.service, resolved.path, headers, hash, stickyToken).start()
   }
 
   readonly #onConnect = (_req: IncomingMessage, socket: Duplex): void => {

@@ -1,6 +1,14 @@
 import type { ServiceConfig } from '../config/types.ts'
 import type { ServiceCluster } from '../cluster/service-cluster.ts'
 import type { ServiceMetrics } from '../observability/metrics.ts'
+import type { HashKeyReader } from './hash-key.ts'
+
+/** A sticky cookie as set on responses: `name=<host token>; <attributes>`. */
+export interface StickyCookie {
+  readonly name: string
+  /** `Path=/; Max-Age=3600; HttpOnly; SameSite=Lax`, built once. */
+  readonly attributes: string
+}
 
 /** Everything the data path needs about one service, resolved once per config load. */
 export interface ServiceRuntime {
@@ -8,6 +16,10 @@ export interface ServiceRuntime {
   readonly config: ServiceConfig
   readonly cluster: ServiceCluster
   readonly metrics: ServiceMetrics
+  /** Reads the request's hash key; null unless the strategy is consistent-hash. */
+  readonly hashKey: HashKeyReader | null
+  /** Set when `stickyCookie` is configured (with `hashKey: cookie:NAME`). */
+  readonly stickyCookie: StickyCookie | null
   /** Requests of this service being forwarded now. */
   inFlight: number
   /** Requests of this service currently on a retry attempt; the retry budget caps it. */

@@ -27,7 +27,7 @@ export class UpgradeExchange implements Dispatcher.DispatchHandler {
   #done = false
   #status = 0
 
-  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, service: ServiceRuntime, path: string, headers: string[]) {
+  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, service: ServiceRuntime, path: string, headers: string[], hash: number, stickyToken: string | null) {
     this.#req = req
     this.#socket = socket
     this.#head = head
@@ -35,7 +35,7 @@ export class UpgradeExchange implements Dispatcher.DispatchHandler {
     this.#path = path
     this.#headers = headers
     this.#protocol = req.headers.upgrade ?? 'websocket'
-    this.#context = { hash: -1, tried: null }
+    this.#context = { hash, stickyToken, tried: null }
     socket.on('error', () => socket.destroy())
   }
 
@@ -52,8 +52,7 @@ export class UpgradeExchange implements Dispatcher.DispatchHandler {
     }
     this.#host = host
     this.#sent = false
-    host.inFlight++
-    host.requests++
+    host.acquire()
     // undici writes `connection: upgrade` and `upgrade: <protocol>` itself and refuses them in headers.
     host.dispatcher.dispatch({ path: this.#path, method: this.#req.method!, headers: this.#headers, upgrade: this.#protocol, body: null }, this)
   }
@@ -138,7 +137,7 @@ export class UpgradeExchange implements Dispatcher.DispatchHandler {
 
   #endAttempt(): void {
     if (this.#host !== null) {
-      this.#host.inFlight--
+      this.#host.release()
       this.#host = null
     }
   }

@@ -15,7 +15,7 @@ function makeHost(address: string, maxConcurrent = 100): Host {
 }
 
 function firstAttempt(): PickContext {
-  return { hash: -1, tried: null }
+  return { hash: -1, stickyToken: null, tried: null }
 }
 
 /** A balancer whose random starting cursor is pinned to `random` (0 → the first host). */
@@ -68,8 +68,8 @@ describe('RoundRobinBalancer', () => {
   it('skips hosts the request already tried', (t) => {
     const [a, b, c] = ['a', 'b', 'c'].map((x) => makeHost(x)) as [Host, Host, Host]
     const picker = balancerStartingAt(t, 0).rebuild([a, b, c])
-    assert.deepEqual(pickSequence(picker, 6, { hash: -1, tried: [b] }), ['a', 'c', 'a', 'c', 'a', 'c'])
-    assert.deepEqual(pickSequence(picker, 3, { hash: -1, tried: [a, c] }), ['b', 'b', 'b'])
+    assert.deepEqual(pickSequence(picker, 6, { hash: -1, stickyToken: null, tried: [b] }), ['a', 'c', 'a', 'c', 'a', 'c'])
+    assert.deepEqual(pickSequence(picker, 3, { hash: -1, stickyToken: null, tried: [a, c] }), ['b', 'b', 'b'])
   })
 
   it('skips hosts at maxConcurrent and takes them again below it', (t) => {
@@ -86,7 +86,7 @@ describe('RoundRobinBalancer', () => {
   it('returns null when every host was tried', () => {
     const hosts = ['a', 'b', 'c'].map((a) => makeHost(a))
     const picker = new RoundRobinBalancer().rebuild(hosts)
-    assert.equal(picker.pick({ hash: -1, tried: [...hosts] }), null)
+    assert.equal(picker.pick({ hash: -1, stickyToken: null, tried: [...hosts] }), null)
   })
 
   it('returns null when every host is full, and picks again once one frees up', () => {

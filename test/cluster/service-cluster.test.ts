@@ -58,7 +58,7 @@ function hostAt(cluster: ServiceCluster, port: number): Host {
 
 /** The set of ports picked over `count` first attempts. */
 function pickedPorts(cluster: ServiceCluster, count: number): number[] {
-  const context: PickContext = { hash: -1, tried: null }
+  const context: PickContext = { hash: -1, stickyToken: null, tried: null }
   const ports = new Set<number>()
   for (let i = 0; i < count; i++) {
     const host = cluster.picker.pick(context)
@@ -76,7 +76,7 @@ describe('ServiceCluster membership', () => {
   it('is not ready and picks nothing before the first endpoint set', (t) => {
     const { cluster } = harness(t)
     assert.equal(cluster.ready, false)
-    assert.equal(cluster.picker.pick({ hash: -1, tried: null }), null)
+    assert.equal(cluster.picker.pick({ hash: -1, stickyToken: null, tried: null }), null)
   })
 
   it('keeps the same Host object per address:port across updates', (t) => {
@@ -195,7 +195,7 @@ describe('ServiceCluster membership', () => {
     await h.cluster.close()
     h.cluster.setEndpoints([ep(1001), ep(1002)])
     assert.deepEqual(h.cluster.hosts(), [])
-    assert.equal(h.cluster.picker.pick({ hash: -1, tried: null }), null)
+    assert.equal(h.cluster.picker.pick({ hash: -1, stickyToken: null, tried: null }), null)
     assert.equal(h.changes, 1)
   })
 })
@@ -319,6 +319,6 @@ describe('ServiceCluster health', () => {
     assert.deepEqual(pickedPorts(h.cluster, 12), [1004])
     h.cluster.setHostFlag(hostAt(h.cluster, 1004), HostFlag.FAILED_ACTIVE_CHECK, true)
     assert.equal(h.cluster.panic, false)
-    assert.equal(h.cluster.picker.pick({ hash: -1, tried: null }), null)
+    assert.equal(h.cluster.picker.pick({ hash: -1, stickyToken: null, tried: null }), null)
   })
 })

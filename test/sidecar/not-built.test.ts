@@ -12,9 +12,6 @@ describe('notBuiltYet', () => {
     assert.deepEqual(notBuiltYet(config), [
       'services.api.healthCheck.active',
       'services.api.healthCheck.passive',
-      'services.api.slowStart',
-      'services.sessions.stickyCookie',
-      'services.sessions.hashBalanceFactor',
       'services.payments.tls',
       'services.payments.circuitBreaker',
       'services.payments.rateLimit',

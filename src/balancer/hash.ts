@@ -1,0 +1,29 @@
+/**
+ * 32-bit hashing for consistent hashing: request keys (strings) and ring positions (integers).
+ * Neither allocates. The string hash is FNV-1a over UTF-16 code units followed by murmur3's
+ * finalizer, which spreads FNV's weak low bits over the whole word.
+ */
+
+/** murmur3's fmix32: a bijective avalanche of a 32-bit integer. */
+export function mix32(x: number): number {
+  x = Math.imul(x ^ (x >>> 16), 0x85ebca6b)
+  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35)
+  return (x ^ (x >>> 16)) >>> 0
+}
+
+/** A well-spread unsigned 32-bit hash of a string. */
+export function hashString(s: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
+  return mix32(h)
+}
+
+/** Position of the `i`th virtual node of a host whose key hashes to `seed`: stable across rebuilds. */
+export function vnodeHash(seed: number, i: number): number {
+  return mix32((seed + Math.imul(i + 1, 0x9e3779b9)) | 0)
+}
+
+/** A uniformly random unsigned 32-bit integer (for requests without a hash key). */
+export function random32(): number {
+  return (Math.random() * 0x100000000) >>> 0
+}
