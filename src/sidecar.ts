@@ -7,6 +7,10 @@ import { createDiscovery } from './discovery/registry.ts'
 import type { DiscoveryAdapter } from './discovery/types.ts'
 import { Metrics } from './observability/metrics.ts'
 import { notBuiltYet } from './config/not-built.ts'
+import { ActiveHealthChecker } from './health/active.ts'
+import { OutlierDetector } from './health/outlier.ts'
+import type { Host } from './cluster/host.ts'
+import { HostFlag } from './cluster/host.ts'
 import { AdminServer } from './admin/server.ts'
 import { ProxyListener } from './proxy/listener.ts'
 import { Router } from './proxy/router.ts'
@@ -48,6 +52,8 @@ export class Sidecar {
   readonly #services = new Map<string, RunningService>()
   readonly #shared: ProxyListener
   readonly #admin: AdminServer
+  /** One checker for all services: an endpoint shared by services is probed by one loop. */
+  readonly #checker: ActiveHealthChecker
   #accepting = true
   #addresses: SidecarAddresses | null = null
   #stopping: Promise<void> | null = null
@@ -56,6 +62,9 @@ export class Sidecar {
     this.#config = config
     this.#logger = logger
     this.metrics = new Metrics()
+    this.#checker = new ActiveHealthChecker(logger.child({ module: 'health' }), {
+      observer: { onCheck: (endpoint, passed) => this.metrics.healthCheck(endpoint, passed), onStop: (endpoint) => this.metrics.removeHealthChecks(endpoint) },
+    })
     const accessLog = config.accessLog ? logger.child({ module: 'access' }) : null
     const proxyLogger = logger.child({ module: 'proxy' })
     for (const service of config.services) this.#services.set(service.name, this.#createService(service, accessLog, proxyLogger))
@@ -118,11 +127,25 @@ export class Sidecar {
     const discovery = createDiscovery(config, { discovery: this.#config.discovery, logger: this.#logger.child({ module: 'discovery', service: config.name }) })
     if (discovery === null) throw new StartupError(`services.${config.name}.source`, `"${config.source}" is not available in this build`)
     const metrics = this.metrics
+    const active = config.healthCheck.active
+    const passive = config.healthCheck.passive
+    /** Active-check subscriptions of this service's hosts, ended when a host leaves. */
+    const unwatch = new Map<Host, () => void>()
+    let outlier: OutlierDetector | null = null
     const observer: ClusterObserver = {
       onClusterChange: (cluster) => metrics.updateEndpointGauge(cluster),
+      onHostAdded: active === undefined ? undefined : (cluster, host) => {
+        unwatch.set(host, this.#checker.watch(host.address, host.port, active, (verdict) => cluster.setHostFlag(host, HostFlag.FAILED_ACTIVE_CHECK, !verdict.healthy, verdict.reason)))
+      },
+      onHostLeft: (_cluster, host) => {
+        unwatch.get(host)?.()
+        unwatch.delete(host)
+        outlier?.forget(host)
+      },
       onHostRemoved: (cluster, host) => metrics.removeHost(cluster.name, host),
     }
     const cluster = new ServiceCluster(config, factory(config), logger, observer)
+    if (passive !== undefined) outlier = new OutlierDetector(cluster, passive, logger.child({ service: config.name }), Date.now, { onEject: (host) => metrics.ejection(config.name, host) })
     const runtime: ServiceRuntime = {
       name: config.name,
       config,
@@ -130,6 +153,7 @@ export class Sidecar {
       metrics: metrics.forService(cluster, discovery.source),
       hashKey: config.strategy === 'consistent-hash' ? hashKeyReader(config.hashKey) : null,
       stickyCookie: stickyCookieOf(config),
+      outlier,
       inFlight: 0,
       retriesInFlight: 0,
     }
@@ -176,6 +200,8 @@ export class Sidecar {
       for (const l of listeners) l.destroy()
     }
     await Promise.all([...this.#services.values()].map((s) => s.discovery.stop()))
+    for (const s of this.#services.values()) s.runtime.outlier?.stop()
+    await this.#checker.close()
     await Promise.all([...this.#services.values()].map((s) => (timedOut ? s.runtime.cluster.destroy() : s.runtime.cluster.close())))
     for (const l of listeners) l.destroy()
     await this.#admin.close()

@@ -2,6 +2,8 @@ import type { Dispatcher } from 'undici'
 import type { Endpoint } from '../discovery/types.ts'
 import { endpointKey } from '../discovery/types.ts'
 import { hashString } from '../balancer/hash.ts'
+import type { OutlierState } from '../health/outlier-state.ts'
+import { newOutlierState } from '../health/outlier-state.ts'
 
 /** In-flight requests over all hosts of one cluster: the average that bounded-load hashing needs. */
 export interface ClusterLoad {
@@ -72,6 +74,8 @@ export class Host {
   readonly stickyToken: string
   /** The cluster-wide in-flight count, shared by all hosts of the cluster. */
   readonly load: ClusterLoad
+  /** Passive-health bookkeeping, owned by the service's OutlierDetector. */
+  readonly outlier: OutlierState = newOutlierState()
 
   constructor(endpoint: Endpoint, dispatcher: Dispatcher, maxConcurrent: number, nowMs: number, load: ClusterLoad = { inFlight: 0 }) {
     this.key = endpointKey(endpoint.address, endpoint.port)

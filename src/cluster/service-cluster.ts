@@ -19,6 +19,10 @@ export const SLOW_START_MIN_STEP_MS = 100
 export interface ClusterObserver {
   /** Membership or health changed and a new picker is in place. */
   onClusterChange?(cluster: ServiceCluster): void
+  /** A host joined the cluster (health checking starts watching it). Called before the rebuild. */
+  onHostAdded?(cluster: ServiceCluster, host: Host): void
+  /** A host left the registry and is draining (health checking stops watching it). */
+  onHostLeft?(cluster: ServiceCluster, host: Host): void
   /** A host left the cluster for good (its pool is closed); drop its metric series. */
   onHostRemoved?(cluster: ServiceCluster, host: Host): void
 }
@@ -115,6 +119,7 @@ export class ServiceCluster {
         const host = new Host(endpoint, this.#createPool(endpoint), this.config.maxConcurrent, now, this.#load)
         if (slowStart) host.setFlag(HostFlag.SLOW_START, true, `slow start since ${new Date(now).toISOString()}`)
         this.#hosts.set(key, host)
+        this.#observer.onHostAdded?.(this, host)
         changed = true
       } else {
         if (existing.weight !== endpoint.weight) {
@@ -241,6 +246,7 @@ export class ServiceCluster {
   #drain(host: Host): void {
     host.setFlag(HostFlag.DRAINING, true, 'left the registry')
     this.#draining.add(host)
+    this.#observer.onHostLeft?.(this, host)
     this.#closePool(host).then(
       () => {
         this.#draining.delete(host)

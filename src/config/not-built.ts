@@ -9,8 +9,6 @@ export function notBuiltYet(config: Config): string[] {
   const paths: string[] = []
   for (const s of config.services) {
     const at = `services.${s.name}`
-    if (s.healthCheck.active !== undefined) paths.push(`${at}.healthCheck.active`)
-    if (s.healthCheck.passive !== undefined) paths.push(`${at}.healthCheck.passive`)
     if (s.tls !== undefined) paths.push(`${at}.tls`)
     if (s.circuitBreaker !== undefined) paths.push(`${at}.circuitBreaker`)
     if (s.rateLimit !== undefined) paths.push(`${at}.rateLimit`)

@@ -27,6 +27,9 @@ export class Metrics {
   readonly discoveryErrors = new Counter({ name: 'outrigger_discovery_errors_total', help: 'Failed reads of a registry.', labelNames: ['service', 'source'] as const, registers: [this.registry] })
   readonly staleness: Gauge<'service'>
   readonly inFlight = new Gauge({ name: 'outrigger_in_flight_requests', help: 'Requests being forwarded now.', labelNames: ['service'] as const, registers: [this.registry] })
+  readonly healthChecks = new Counter({ name: 'outrigger_health_checks_total', help: 'Active health check probes, by endpoint and result (pass or fail).', labelNames: ['endpoint', 'result'] as const, registers: [this.registry] })
+  readonly ejections = new Counter({ name: 'outrigger_ejections_total', help: 'Ejections of an endpoint by passive health checking.', labelNames: ['service', 'endpoint'] as const, registers: [this.registry] })
+  readonly panic = new Gauge({ name: 'outrigger_panic', help: '1 while too few endpoints of the service are healthy and health is ignored (panic mode), else 0.', labelNames: ['service'] as const, registers: [this.registry] })
 
   readonly #clusters = new Set<ServiceCluster>()
   /** Label sets bound per service, for removal (see `bind`). */
@@ -71,16 +74,32 @@ export class Metrics {
     for (const { metric, labels } of this.#bound.get(service) ?? []) metric.remove(labels)
     this.#bound.delete(service)
     for (const state of ENDPOINT_STATES) this.endpoints.remove({ service, state })
-    for (const metric of [this.duration, this.retries, this.staleness, this.inFlight] as const) metric.remove({ service })
+    for (const metric of [this.duration, this.retries, this.staleness, this.inFlight, this.panic] as const) metric.remove({ service })
   }
 
-  /** Removes the attempt series of an endpoint that left. */
+  /** Counts one active health check probe (once per interval per endpoint, not per request). */
+  healthCheck(endpoint: string, passed: boolean): void {
+    this.healthChecks.labels(endpoint, passed ? 'pass' : 'fail').inc()
+  }
+
+  /** An endpoint's check loop stopped: drop its probe series. */
+  removeHealthChecks(endpoint: string): void {
+    this.healthChecks.remove({ endpoint, result: 'pass' })
+    this.healthChecks.remove({ endpoint, result: 'fail' })
+  }
+
+  /** Counts one ejection. */
+  ejection(service: string, host: Host): void {
+    this.bind(this.ejections, { service, endpoint: host.key }).inc()
+  }
+
+  /** Removes the per-endpoint series (attempts, ejections) of an endpoint that left. */
   removeHost(service: string, host: Host): void {
     const bound = this.#bound.get(service)
     if (bound === undefined) return
     let kept = 0
     for (const entry of bound) {
-      if (entry.labels.endpoint === host.key && entry.metric === (this.attempts as unknown as Counter<string>)) entry.metric.remove(entry.labels)
+      if (entry.labels.endpoint === host.key) entry.metric.remove(entry.labels)
       else bound[kept++] = entry
     }
     bound.length = kept
@@ -101,6 +120,7 @@ export class Metrics {
     this.endpoints.set({ service: cluster.name, state: 'healthy' }, healthy)
     this.endpoints.set({ service: cluster.name, state: 'unhealthy' }, unhealthy)
     this.endpoints.set({ service: cluster.name, state: 'ejected' }, ejected)
+    this.panic.set({ service: cluster.name }, cluster.panic ? 1 : 0)
   }
 }
 

@@ -212,6 +212,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (host === null) return
     host.release()
     this.#service.metrics.attempt(host, outcome)
+    this.#service.outlier?.record(host, outcome, this.#status)
     this.#attempts?.push({ endpoint: host.key, outcome })
     this.#host = null
   }

@@ -2,6 +2,7 @@ import type { ServiceConfig } from '../config/types.ts'
 import type { ServiceCluster } from '../cluster/service-cluster.ts'
 import type { ServiceMetrics } from '../observability/metrics.ts'
 import type { HashKeyReader } from './hash-key.ts'
+import type { OutlierDetector } from '../health/outlier.ts'
 
 /** A sticky cookie as set on responses: `name=<host token>; <attributes>`. */
 export interface StickyCookie {
@@ -20,6 +21,8 @@ export interface ServiceRuntime {
   readonly hashKey: HashKeyReader | null
   /** Set when `stickyCookie` is configured (with `hashKey: cookie:NAME`). */
   readonly stickyCookie: StickyCookie | null
+  /** Passive health checking; null when `healthCheck.passive` is not configured. */
+  readonly outlier: OutlierDetector | null
   /** Requests of this service being forwarded now. */
   inFlight: number
   /** Requests of this service currently on a retry attempt; the retry budget caps it. */

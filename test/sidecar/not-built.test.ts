@@ -10,8 +10,6 @@ describe('notBuiltYet', () => {
     const text = readFileSync(path.join(import.meta.dirname, '..', 'config', 'fixtures', 'full.yaml'), 'utf8')
     const config = parseConfig(text, { format: 'yaml', baseDir: '/tmp', env: {} })
     assert.deepEqual(notBuiltYet(config), [
-      'services.api.healthCheck.active',
-      'services.api.healthCheck.passive',
       'services.payments.tls',
       'services.payments.circuitBreaker',
       'services.payments.rateLimit',

@@ -1,0 +1,214 @@
+import net from 'node:net'
+import type { Logger } from 'pino'
+import { Agent, request } from 'undici'
+import type { ActiveHealthCheckConfig } from '../config/types.ts'
+import { endpointKey } from '../discovery/types.ts'
+import { clockTime } from './outlier.ts'
+
+/** Each probe interval is stretched or shrunk by up to this fraction, so loops drift apart. */
+export const INTERVAL_JITTER = 0.1
+
+/** The verdict of an endpoint's checks as a watcher sees it. */
+export interface CheckVerdict {
+  healthy: boolean
+  /** Why, in words, when unhealthy: `3 consecutive failed checks (HTTP 503) since 12:01:07`. */
+  reason: string
+}
+
+export type CheckWatcher = (verdict: CheckVerdict) => void
+
+/** The result of one probe: null when it passed, else what went wrong. */
+export type Probe = (address: string, port: number, config: ActiveHealthCheckConfig) => Promise<string | null>
+
+/** What the checker tells the outside world (metrics). */
+export interface CheckObserver {
+  onCheck?(endpoint: string, passed: boolean): void
+  /** The endpoint's loop stopped (its last watcher left). */
+  onStop?(endpoint: string): void
+}
+
+/**
+ * Active health checking: probes every watched endpoint periodically (HTTP GET expecting a 2xx, or
+ * a TCP connect) and reports a verdict when it changes. One loop per endpoint and check settings,
+ * however many services watch that endpoint; the loop stops when its last watcher leaves.
+ *
+ * `healthyThreshold` consecutive passes make an unhealthy endpoint healthy again and
+ * `unhealthyThreshold` consecutive failures make a healthy one unhealthy, so one lost probe does not
+ * flap. An endpoint nobody has probed yet counts as healthy (traffic flows at once); if its very
+ * first probe fails it turns unhealthy at once, since it never proved itself. The first probe runs
+ * at a random point of the first interval (at most one second in), later ones every interval
+ * ± 10%, so loops that started together do not stay in step.
+ */
+export class ActiveHealthChecker {
+  readonly #logger: Logger
+  readonly #probe: Probe
+  readonly #observer: CheckObserver
+  readonly #loops = new Map<string, CheckLoop>()
+  readonly #agent: Agent
+
+  constructor(logger: Logger, options: { probe?: Probe; observer?: CheckObserver } = {}) {
+    this.#logger = logger
+    // Checks keep one connection per endpoint alive between probes; never more.
+    this.#agent = new Agent({ connections: 1, pipelining: 1, allowH2: false })
+    this.#probe = options.probe ?? ((address, port, config) => probeEndpoint(this.#agent, address, port, config))
+    this.#observer = options.observer ?? {}
+  }
+
+  /** Starts (or joins) the loop for this endpoint and settings; returns the function that leaves it. */
+  watch(address: string, port: number, config: ActiveHealthCheckConfig, watcher: CheckWatcher): () => void {
+    const key = `${endpointKey(address, port)} ${config.type} ${config.path} ${config.intervalMs} ${config.timeoutMs} ${config.healthyThreshold} ${config.unhealthyThreshold}`
+    let loop = this.#loops.get(key)
+    if (loop === undefined) {
+      loop = new CheckLoop(address, port, config, this.#probe, this.#logger, this.#observer)
+      this.#loops.set(key, loop)
+      loop.start()
+    }
+    const joined = loop
+    joined.watchers.add(watcher)
+    if (joined.verdict !== null && !joined.verdict.healthy) queueMicrotask(() => watcher(joined.verdict!))
+    return () => {
+      joined.watchers.delete(watcher)
+      if (joined.watchers.size === 0) {
+        joined.stop()
+        this.#loops.delete(key)
+        this.#observer.onStop?.(endpointKey(address, port))
+      }
+    }
+  }
+
+  /** Loops running now (for tests and metrics). */
+  get loopCount(): number {
+    return this.#loops.size
+  }
+
+  async close(): Promise<void> {
+    for (const loop of this.#loops.values()) loop.stop()
+    this.#loops.clear()
+    await this.#agent.close()
+  }
+}
+
+class CheckLoop {
+  readonly watchers = new Set<CheckWatcher>()
+  /** The last verdict reported; null until the first probe decided anything. */
+  verdict: CheckVerdict | null = null
+  readonly #address: string
+  readonly #port: number
+  readonly #config: ActiveHealthCheckConfig
+  readonly #probe: Probe
+  readonly #logger: Logger
+  readonly #observer: CheckObserver
+  readonly #endpoint: string
+  #timer: NodeJS.Timeout | null = null
+  #stopped = false
+  #passes = 0
+  #failures = 0
+  #failingSinceMs = 0
+  #lastError = ''
+  #probed = false
+
+  constructor(address: string, port: number, config: ActiveHealthCheckConfig, probe: Probe, logger: Logger, observer: CheckObserver) {
+    this.#address = address
+    this.#port = port
+    this.#config = config
+    this.#probe = probe
+    this.#logger = logger
+    this.#observer = observer
+    this.#endpoint = endpointKey(address, port)
+  }
+
+  start(): void {
+    this.#schedule(Math.random() * Math.min(this.#config.intervalMs, 1000))
+  }
+
+  stop(): void {
+    this.#stopped = true
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#timer = null
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stopped) return
+    this.#timer = setTimeout(() => {
+      this.#timer = null
+      void this.#run()
+    }, delayMs)
+    this.#timer.unref()
+  }
+
+  async #run(): Promise<void> {
+    let error: string | null
+    try {
+      error = await this.#probe(this.#address, this.#port, this.#config)
+    } catch (err) {
+      error = (err as Error).message
+    }
+    if (this.#stopped) return
+    this.#observer.onCheck?.(this.#endpoint, error === null)
+    this.#record(error)
+    const jitter = 1 + (Math.random() * 2 - 1) * INTERVAL_JITTER
+    this.#schedule(this.#config.intervalMs * jitter)
+  }
+
+  #record(error: string | null): void {
+    const first = !this.#probed
+    this.#probed = true
+    const healthyNow = this.verdict === null || this.verdict.healthy
+    if (error === null) {
+      this.#failures = 0
+      this.#passes++
+      if (!healthyNow && this.#passes >= this.#config.healthyThreshold) this.#report({ healthy: true, reason: '' })
+      return
+    }
+    this.#passes = 0
+    if (this.#failures++ === 0) this.#failingSinceMs = Date.now()
+    this.#lastError = error
+    if (healthyNow && (first || this.#failures >= this.#config.unhealthyThreshold)) {
+      const count = this.#failures === 1 ? 'failed check' : `${this.#failures} consecutive failed checks`
+      this.#report({ healthy: false, reason: `${count} (${this.#lastError}) since ${clockTime(this.#failingSinceMs)}` })
+    }
+  }
+
+  #report(verdict: CheckVerdict): void {
+    this.verdict = verdict
+    if (verdict.healthy) this.#logger.info({ endpoint: this.#endpoint }, 'active check: endpoint healthy again')
+    else this.#logger.warn({ endpoint: this.#endpoint, reason: verdict.reason }, 'active check: endpoint unhealthy')
+    for (const watcher of this.watchers) watcher(verdict)
+  }
+}
+
+/** One probe: HTTP GET `path` expecting a 2xx within `timeout`, or a TCP connect within `timeout`. */
+export async function probeEndpoint(agent: Agent, address: string, port: number, config: ActiveHealthCheckConfig): Promise<string | null> {
+  if (config.type === 'tcp') return probeTcp(address, port, config.timeoutMs)
+  const origin = `http://${endpointKey(address, port)}`
+  try {
+    const res = await request(`${origin}${config.path}`, {
+      dispatcher: agent,
+      method: 'GET',
+      headers: { 'user-agent': 'outrigger-health-check' },
+      headersTimeout: config.timeoutMs,
+      bodyTimeout: config.timeoutMs,
+      signal: AbortSignal.timeout(config.timeoutMs),
+    })
+    await res.body.dump()
+    return res.statusCode >= 200 && res.statusCode < 300 ? null : `HTTP ${res.statusCode}`
+  } catch (err) {
+    const e = err as Error & { code?: string }
+    if (e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT') return `timeout after ${config.timeoutMs} ms`
+    return e.code ?? e.message
+  }
+}
+
+function probeTcp(address: string, port: number, timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: address, port })
+    const done = (result: string | null): void => {
+      clearTimeout(timer)
+      socket.destroy()
+      resolve(result)
+    }
+    const timer = setTimeout(() => done(`timeout after ${timeoutMs} ms`), timeoutMs)
+    socket.once('connect', () => done(null))
+    socket.once('error', (err: NodeJS.ErrnoException) => done(err.code ?? err.message))
+  })
+}
