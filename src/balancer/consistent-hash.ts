@@ -1,5 +1,6 @@
 import type { Host } from '../cluster/host.ts'
-import { random32, vnodeHash } from './hash.ts'
+import { vnodeHash } from './hash.ts'
+import { FastRandom } from './random.ts'
 import type { Balancer, PickContext, Picker } from './types.ts'
 import { EMPTY_PICKER, canTake, effectiveWeight } from './types.ts'
 
@@ -7,11 +8,16 @@ import { EMPTY_PICKER, canTake, effectiveWeight } from './types.ts'
 export const MAX_VNODES_PER_WEIGHT = 512
 /** The ring's size limit (entries): bounds memory and the rebuild time at 10,000 endpoints. */
 export const MAX_RING_ENTRIES = 1 << 19
-/** Ring entries pack `hash * 2^21 + host index` into a double (53 bits), so at most 2^21 hosts. */
-const INDEX_BITS_FACTOR = 2 ** 21
+/** Host indices are stored in an Int32Array; far beyond any real endpoint set. */
+const MAX_HOSTS = 2 ** 24
+/** The lookup index has one slot per value of a hash's top BUCKET_BITS bits. */
+const BUCKET_BITS = 16
 
 /**
  * Consistent hashing on a ketama ring (Envoy's ring hash), weighted by virtual nodes.
+ *
+ * The ring is two typed arrays (points, owners) sorted by a radix sort, plus a bucket index on the
+ * points' top 16 bits that narrows a lookup's binary search to a few entries.
  *
  * Each host gets `round(vnodesPerWeight × weight × slowStartFactor)` points, at positions that
  * depend only on its own `address:port` and the point's number. So a host's points never move
@@ -48,7 +54,7 @@ export class ConsistentHashBalancer implements Balancer {
   rebuild(hosts: readonly Host[]): Picker {
     const n = hosts.length
     if (n === 0) return EMPTY_PICKER
-    if (n >= INDEX_BITS_FACTOR) throw new RangeError(`consistent hashing supports at most ${INDEX_BITS_FACTOR - 1} endpoints`)
+    if (n >= MAX_HOSTS) throw new RangeError(`consistent hashing supports at most ${MAX_HOSTS - 1} endpoints`)
     const weights = new Float64Array(n)
     let totalWeight = 0
     for (let i = 0; i < n; i++) totalWeight += weights[i] = effectiveWeight(hosts[i]!, true)
@@ -60,41 +66,93 @@ export class ConsistentHashBalancer implements Balancer {
     const counts = new Int32Array(n)
     let total = 0
     for (let i = 0; i < n; i++) total += counts[i] = Math.max(1, Math.round(v * weights[i]!))
-    // Sorting one Float64Array of packed (hash, index) pairs is several times faster than sorting
-    // objects or an index permutation.
-    const packed = new Float64Array(total)
+    const points = new Uint32Array(total)
+    const owners = new Int32Array(total)
     let k = 0
     for (let i = 0; i < n; i++) {
       const seed = hosts[i]!.hashSeed
-      for (let j = 0; j < counts[i]!; j++) packed[k++] = vnodeHash(seed, j) * INDEX_BITS_FACTOR + i
+      for (let j = 0; j < counts[i]!; j++) {
+        points[k] = vnodeHash(seed, j)
+        owners[k++] = i
+      }
     }
-    packed.sort()
-    const points = new Uint32Array(total)
-    const owners = new Int32Array(total)
-    for (let p = 0; p < total; p++) {
-      const value = packed[p]!
-      const hash = Math.floor(value / INDEX_BITS_FACTOR)
-      points[p] = hash
-      owners[p] = value - hash * INDEX_BITS_FACTOR
-    }
-    return new RingPicker(hosts.slice(), points, owners, this.#balanceFactor)
+    const sorted = radixSortByKey(points, owners)
+    return new RingPicker(hosts.slice(), sorted.keys, sorted.values, bucketIndex(sorted.keys), this.#balanceFactor)
   }
+}
+
+/**
+ * Sorts `keys` ascending, carrying `values` along: an LSD radix sort in two 16-bit passes. Linear
+ * in the ring size, it builds a 10,000-endpoint ring several times faster than a comparison sort.
+ * Stable, so equal points keep host order and the ring is the same whatever the sort.
+ */
+export function radixSortByKey(keys: Uint32Array, values: Int32Array): { keys: Uint32Array; values: Int32Array } {
+  const n = keys.length
+  let srcKeys: Uint32Array = keys
+  let srcValues: Int32Array = values
+  let dstKeys: Uint32Array = new Uint32Array(n)
+  let dstValues: Int32Array = new Int32Array(n)
+  const offsets = new Int32Array(65536)
+  for (let shift = 0; shift < 32; shift += 16) {
+    offsets.fill(0)
+    for (let i = 0; i < n; i++) offsets[(srcKeys[i]! >>> shift) & 0xffff]!++
+    let sum = 0
+    for (let b = 0; b < 65536; b++) {
+      const count = offsets[b]!
+      offsets[b] = sum
+      sum += count
+    }
+    for (let i = 0; i < n; i++) {
+      const key = srcKeys[i]!
+      const at = offsets[(key >>> shift) & 0xffff]!++
+      dstKeys[at] = key
+      dstValues[at] = srcValues[i]!
+    }
+    const keysDone = dstKeys
+    const valuesDone = dstValues
+    dstKeys = srcKeys
+    dstValues = srcValues
+    srcKeys = keysDone
+    srcValues = valuesDone
+  }
+  return { keys: srcKeys, values: srcValues }
+}
+
+/**
+ * For each value b of a hash's top BUCKET_BITS bits, the index of the first ring point whose top
+ * bits are ≥ b (one extra slot holds the ring's length). A lookup then binary-searches only the
+ * few points of its bucket instead of the whole ring: a handful of steps in a small range, instead
+ * of about 19 cache-missing steps over a ring of half a million points.
+ */
+function bucketIndex(points: Uint32Array): Uint32Array {
+  const buckets = 1 << BUCKET_BITS
+  const index = new Uint32Array(buckets + 1)
+  let p = 0
+  for (let b = 0; b < buckets; b++) {
+    while (p < points.length && points[p]! >>> (32 - BUCKET_BITS) < b) p++
+    index[b] = p
+  }
+  index[buckets] = points.length
+  return index
 }
 
 class RingPicker implements Picker {
   readonly #hosts: readonly Host[]
   readonly #points: Uint32Array
   readonly #owners: Int32Array
+  readonly #buckets: Uint32Array
   readonly #balanceFactor: number
+  readonly #random = new FastRandom()
   readonly #byToken = new Map<string, Host>()
   /** Per-pick marks of hosts already considered (generation stamps: no clearing per pick). */
   readonly #seen: Int32Array
   #stamp = 0
 
-  constructor(hosts: readonly Host[], points: Uint32Array, owners: Int32Array, balanceFactor: number) {
+  constructor(hosts: readonly Host[], points: Uint32Array, owners: Int32Array, buckets: Uint32Array, balanceFactor: number) {
     this.#hosts = hosts
     this.#points = points
     this.#owners = owners
+    this.#buckets = buckets
     this.#balanceFactor = balanceFactor
     this.#seen = new Int32Array(hosts.length)
     for (const host of hosts) this.#byToken.set(host.stickyToken, host)
@@ -109,9 +167,10 @@ class RingPicker implements Picker {
       if (pinned !== undefined && pinned.inFlight < capacity && canTake(pinned, context)) return pinned
     }
     const points = this.#points
-    const hash = context.hash >= 0 ? context.hash : random32()
-    let lo = 0
-    let hi = points.length
+    const hash = context.hash >= 0 ? context.hash : this.#random.next()
+    const bucket = hash >>> (32 - BUCKET_BITS)
+    let lo = this.#buckets[bucket]!
+    let hi = this.#buckets[bucket + 1]!
     while (lo < hi) {
       const mid = (lo + hi) >>> 1
       if (points[mid]! < hash) lo = mid + 1

@@ -22,8 +22,3 @@ export function hashString(s: string): number {
 export function vnodeHash(seed: number, i: number): number {
   return mix32((seed + Math.imul(i + 1, 0x9e3779b9)) | 0)
 }
-
-/** A uniformly random unsigned 32-bit integer (for requests without a hash key). */
-export function random32(): number {
-  return (Math.random() * 0x100000000) >>> 0
-}

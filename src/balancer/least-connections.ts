@@ -1,4 +1,5 @@
 import type { Host } from '../cluster/host.ts'
+import { FastRandom } from './random.ts'
 import type { Balancer, PickContext, Picker } from './types.ts'
 import { EMPTY_PICKER, canTake, effectiveWeight } from './types.ts'
 
@@ -29,6 +30,7 @@ class LeastConnectionsPicker implements Picker {
   readonly #hosts: readonly Host[]
   /** 1 / effective weight of each host: a multiply per comparison instead of a divide. */
   readonly #inverseWeight: Float64Array
+  readonly #random = new FastRandom()
 
   constructor(hosts: readonly Host[], weights: Float64Array) {
     this.#hosts = hosts
@@ -39,8 +41,8 @@ class LeastConnectionsPicker implements Picker {
   pick(context: PickContext): Host | null {
     const n = this.#hosts.length
     if (n <= FULL_SCAN_MAX_HOSTS) return this.#scan(context)
-    const a = (Math.random() * n) | 0
-    let b = (Math.random() * (n - 1)) | 0
+    const a = this.#random.below(n)
+    let b = this.#random.below(n - 1)
     if (b >= a) b++
     const hostA = this.#hosts[a]!
     const hostB = this.#hosts[b]!
@@ -49,7 +51,7 @@ class LeastConnectionsPicker implements Picker {
     if (okA && okB) {
       const loadA = (hostA.inFlight + 1) * this.#inverseWeight[a]!
       const loadB = (hostB.inFlight + 1) * this.#inverseWeight[b]!
-      return loadA < loadB || (loadA === loadB && Math.random() < 0.5) ? hostA : hostB
+      return loadA < loadB || (loadA === loadB && (this.#random.next() & 1) === 0) ? hostA : hostB
     }
     if (okA) return hostA
     if (okB) return hostB
@@ -71,7 +73,7 @@ class LeastConnectionsPicker implements Picker {
         best = host
         bestLoad = load
         ties = 1
-      } else if (load === bestLoad && Math.random() * ++ties < 1) {
+      } else if (load === bestLoad && this.#random.below(++ties) === 0) {
         // Reservoir sampling: the k-th equal host replaces the choice with probability 1/k.
         best = host
       }
