@@ -23,9 +23,10 @@ const BUCKET_BITS = 16
  * depend only on its own `address:port` and the point's number. So a host's points never move
  * when other hosts come or go: removing a host moves exactly the keys that were on it (each to the
  * next point clockwise), adding one moves only the keys it takes. Unlike Envoy, whose points per
- * host are rescaled on every membership change, `vnodesPerWeight` changes only in powers of two,
- * with hysteresis, when the total weight would overflow the ring or leave it far too small; only
- * then do other keys move.
+ * host are rescaled on every membership change, `vnodesPerWeight` is the largest power of two (at
+ * most 512) that keeps the ring within MAX_RING_ENTRIES: it changes only when the total weight
+ * crosses such a boundary, and only then do other keys move. It depends on the members alone, so
+ * every sidecar with the same members builds the same ring.
  *
  * A request's key hash is looked up by binary search (first point at or after the hash). When that
  * host cannot take the request (tried, full, or over the bounded load), the walk goes on clockwise
@@ -51,16 +52,20 @@ export class ConsistentHashBalancer implements Balancer {
     return this.#vnodesPerWeight
   }
 
-  rebuild(hosts: readonly Host[]): Picker {
-    const n = hosts.length
+  rebuild(members: readonly Host[]): Picker {
+    const n = members.length
     if (n === 0) return EMPTY_PICKER
+    // Lay hosts out in an order of their own (not discovery's), so that points two hosts happen to
+    // share go to the same host whatever order the registry lists them in.
+    const hosts = members.slice().sort((a, b) => a.hashSeed - b.hashSeed || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     if (n >= MAX_HOSTS) throw new RangeError(`consistent hashing supports at most ${MAX_HOSTS - 1} endpoints`)
     const weights = new Float64Array(n)
     let totalWeight = 0
     for (let i = 0; i < n; i++) totalWeight += weights[i] = effectiveWeight(hosts[i]!, true)
-    let v = this.#vnodesPerWeight
+    // A pure function of the total weight, never of history: every sidecar with the same members
+    // must build the same ring, or a fleet would disagree about where keys live.
+    let v = MAX_VNODES_PER_WEIGHT
     while (v > 1 && v * totalWeight > MAX_RING_ENTRIES) v >>= 1
-    while (v < MAX_VNODES_PER_WEIGHT && 2 * v * totalWeight <= MAX_RING_ENTRIES / 4) v <<= 1
     this.#vnodesPerWeight = v
 
     const counts = new Int32Array(n)
@@ -77,7 +82,7 @@ export class ConsistentHashBalancer implements Balancer {
       }
     }
     const sorted = radixSortByKey(points, owners)
-    return new RingPicker(hosts.slice(), sorted.keys, sorted.values, bucketIndex(sorted.keys), this.#balanceFactor)
+    return new RingPicker(hosts, sorted.keys, sorted.values, bucketIndex(sorted.keys), this.#balanceFactor)
   }
 }
 

@@ -9,7 +9,7 @@ const GOLDEN_RATIO_FRACTION = 0.6180339887498949
  * Earliest-deadline-first weighted scheduling (Envoy's EDF scheduler, also known as stride
  * scheduling). Each host has a period of 1/weight and a deadline; a pick takes the host with the
  * earliest deadline and moves its deadline one period on. Over any stretch every host gets its
- * weight's share within one pick, and picks interleave smoothly: weights 5:1:1 give
+ * weight's share within two picks, and picks interleave smoothly: weights 5:1:1 give
  * a a b a c a a ..., never a burst of five to one host.
  *
  * Start deadlines are spread within one period by the golden ratio from a random origin: random
@@ -17,6 +17,11 @@ const GOLDEN_RATIO_FRACTION = 0.6180339887498949
  * do not fall due together and leave a long run of the heavy one between them.
  * A binary min-heap of host indices keeps a pick O(log n); hosts skipped because they are tried or
  * full go to a preallocated scratch list and back into the heap, so a pick allocates nothing.
+ * A skipped host keeps its turn but not a backlog: its deadline may lag the chosen host's by one
+ * period at most. A retry that skips a host for one pick costs it nothing (shares stay exact), but
+ * a host that was full for a long stretch is first in line when it frees up and then takes its
+ * normal share, instead of every turn it missed in a burst (which would pin it at
+ * `maxConcurrent` long after an overload ended).
  */
 export class EdfPicker implements Picker {
   readonly #hosts: readonly Host[]
@@ -55,8 +60,14 @@ export class EdfPicker implements Picker {
       const i = this.#heap[0]!
       const host = hosts[i]!
       if (canTake(host, context)) {
-        this.#deadline[i]! += this.#period[i]!
+        const now = this.#deadline[i]!
+        this.#deadline[i] = now + this.#period[i]!
         this.#siftDown(0)
+        for (let k = 0; k < skipped; k++) {
+          const j = this.#skipped[k]!
+          const floor = now - this.#period[j]!
+          if (this.#deadline[j]! < floor) this.#deadline[j] = floor
+        }
         chosen = host
         break
       }

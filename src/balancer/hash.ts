@@ -18,7 +18,12 @@ export function hashString(s: string): number {
   return mix32(h)
 }
 
-/** Position of the `i`th virtual node of a host whose key hashes to `seed`: stable across rebuilds. */
+/**
+ * Position of the `i`th virtual node of a host whose key hashes to `seed`: stable across rebuilds.
+ * The point number is mixed on its own before it meets the seed, so two hosts whose seeds differ
+ * by some constant share no run of points (an additive form, seed + i × stride, would make hosts
+ * whose seeds differ by a multiple of the stride share hundreds of points).
+ */
 export function vnodeHash(seed: number, i: number): number {
-  return mix32((seed + Math.imul(i + 1, 0x9e3779b9)) | 0)
+  return mix32((seed ^ mix32(i + 0x2545f491)) | 0)
 }

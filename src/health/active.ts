@@ -45,6 +45,7 @@ export class ActiveHealthChecker {
   readonly #observer: CheckObserver
   readonly #loops = new Map<string, CheckLoop>()
   readonly #agent: Agent
+  #closing: Promise<void> | null = null
 
   constructor(logger: Logger, options: { probe?: Probe; observer?: CheckObserver } = {}) {
     this.#logger = logger
@@ -66,11 +67,15 @@ export class ActiveHealthChecker {
     const joined = loop
     joined.watchers.add(watcher)
     if (joined.verdict !== null && !joined.verdict.healthy) queueMicrotask(() => watcher(joined.verdict!))
+    let left = false
     return () => {
+      if (left) return
+      left = true
       joined.watchers.delete(watcher)
       if (joined.watchers.size === 0) {
         joined.stop()
-        this.#loops.delete(key)
+        // Only if still the registered loop: a newer one may have taken the key since.
+        if (this.#loops.get(key) === joined) this.#loops.delete(key)
         this.#observer.onStop?.(endpointKey(address, port))
       }
     }
@@ -81,10 +86,14 @@ export class ActiveHealthChecker {
     return this.#loops.size
   }
 
-  async close(): Promise<void> {
-    for (const loop of this.#loops.values()) loop.stop()
-    this.#loops.clear()
-    await this.#agent.close()
+  /** Stops every loop and closes the probes' connections; safe to call more than once. */
+  close(): Promise<void> {
+    if (this.#closing === null) {
+      for (const loop of this.#loops.values()) loop.stop()
+      this.#loops.clear()
+      this.#closing = this.#agent.close()
+    }
+    return this.#closing
   }
 }
 
