@@ -4,6 +4,7 @@ import { balancerFactory } from './balancer/registry.ts'
 import { ServiceCluster } from './cluster/service-cluster.ts'
 import type { ClusterObserver } from './cluster/service-cluster.ts'
 import { createDiscovery } from './discovery/registry.ts'
+import { EndpointStateStore } from './discovery/state.ts'
 import type { DiscoveryAdapter } from './discovery/types.ts'
 import { Metrics } from './observability/metrics.ts'
 import { notBuiltYet } from './config/not-built.ts'
@@ -54,6 +55,7 @@ export class Sidecar {
   readonly #admin: AdminServer
   /** One checker for all services: an endpoint shared by services is probed by one loop. */
   readonly #checker: ActiveHealthChecker
+  readonly #state: EndpointStateStore
   #accepting = true
   #addresses: SidecarAddresses | null = null
   #stopping: Promise<void> | null = null
@@ -62,6 +64,7 @@ export class Sidecar {
     this.#config = config
     this.#logger = logger
     this.metrics = new Metrics()
+    this.#state = new EndpointStateStore(config.discovery.stateDir, logger.child({ module: 'discovery' }))
     this.#checker = new ActiveHealthChecker(logger.child({ module: 'health' }), {
       observer: { onCheck: (endpoint, passed) => this.metrics.healthCheck(endpoint, passed), onStop: (endpoint) => this.metrics.removeHealthChecks(endpoint) },
     })
@@ -162,14 +165,26 @@ export class Sidecar {
   }
 
   #startDiscovery(s: RunningService): void {
-    const { cluster, metrics } = s.runtime
+    const { cluster, metrics, name } = s.runtime
+    const source = s.discovery.source
+    // A static list needs no memory of its own; every registry-backed source keeps its last set.
+    const persist = source !== 'static'
     s.discovery.start({
       onUpdate: (endpoints) => {
         metrics.discoveryUpdates.inc()
         cluster.setEndpoints(endpoints)
+        if (persist) this.#state.save(name, source, endpoints)
       },
       onError: (error) => {
         metrics.discoveryErrors.inc()
+        if (persist && !cluster.ready) {
+          // The registry is down before it ever answered: route from the last known set, if any.
+          const saved = this.#state.load(name)
+          if (saved !== null) {
+            this.#logger.warn({ service: name, endpoints: saved.length }, 'registry unreachable at start; routing from the saved endpoints')
+            cluster.setEndpoints(saved)
+          }
+        }
         cluster.setDiscoveryError(error)
       },
     })
@@ -202,6 +217,7 @@ export class Sidecar {
     await Promise.all([...this.#services.values()].map((s) => s.discovery.stop()))
     for (const s of this.#services.values()) s.runtime.outlier?.stop()
     await this.#checker.close()
+    await this.#state.flush()
     await Promise.all([...this.#services.values()].map((s) => (timedOut ? s.runtime.cluster.destroy() : s.runtime.cluster.close())))
     for (const l of listeners) l.destroy()
     await this.#admin.close()

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { DiscoveryConfig, ServiceConfig, SourceKind } from '../config/types.ts'
 import type { DiscoveryAdapter } from './types.ts'
+import { ConsulDiscovery } from './consul.ts'
 import { FileDiscovery } from './file.ts'
 import { StaticDiscovery } from './static.ts'
 
@@ -15,6 +16,7 @@ export type DiscoveryFactory = (service: ServiceConfig, context: DiscoveryContex
 const factories = new Map<SourceKind, DiscoveryFactory>([
   ['static', (s) => new StaticDiscovery(s)],
   ['file', (s, context) => new FileDiscovery(s, context.logger)],
+  ['consul', (s, context) => new ConsulDiscovery(s, context.discovery.consul, context.logger)],
 ])
 
 /** Sources register themselves here by their config name. */
