@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Agent } from 'undici'
 import type { RunningSidecar, Upstream } from './helpers.ts'
-import { echoHandler, send, startSidecar, startUpstream, waitFor } from './helpers.ts'
+import { echoHandler, send, startCli, startSidecar, startUpstream, waitFor, writeTempFile } from './helpers.ts'
 import type { RegistryServer } from './registries/servers.ts'
 import { startConsul } from './registries/servers.ts'
 
@@ -188,6 +188,51 @@ describe('consul outages', () => {
       await s?.stop()
       await late?.stop()
       for (const u of ups) await u.close()
+      await consul.destroy()
+    }
+  })
+})
+
+describe('registering the local app in Consul', () => {
+  it('registers with weight, tags and a passing HTTP check while running, and deregisters on SIGTERM', async () => {
+    const consul = await startConsul()
+    const app = await startUpstream('app')
+    try {
+      const file = writeTempFile('register.yaml', [
+        'listen: 127.0.0.1:0',
+        'admin: 127.0.0.1:0',
+        `discovery: { consul: { url: "${consul.url}" } }`,
+        'register:',
+        '  source: consul',
+        '  serviceName: billing',
+        '  address: 127.0.0.1',
+        `  port: ${app.port}`,
+        '  weight: 3',
+        '  tags: [v1, blue]',
+        '  check: { path: /health, interval: 1s }',
+        '',
+      ].join('\n'))
+      const cli = await startCli(file)
+      const exited = new Promise<number | null>((resolve) => cli.child.once('exit', (code) => resolve(code)))
+      type Entry = { Service: { ID: string; Port: number; Tags: string[]; Weights: { Passing: number }; Meta: Record<string, string> }; Checks: Array<{ Status: string; ServiceID: string }> }
+      let entries: Entry[] = []
+      await waitFor('billing to be registered with a passing check', async () => {
+        entries = (await (await fetch(`${consul.url}/v1/health/service/billing?passing=true`)).json()) as Entry[]
+        return entries.length === 1
+      }, 15_000)
+      const e = entries[0]!
+      assert.equal(e.Service.Port, app.port)
+      assert.deepEqual(e.Service.Tags, ['v1', 'blue'])
+      assert.equal(e.Service.Weights.Passing, 3)
+      assert.equal(e.Service.Meta.weight, '3')
+      assert.ok(e.Checks.some((c) => c.ServiceID === e.Service.ID && c.Status === 'passing'), 'the HTTP check against the app passes')
+
+      cli.child.kill('SIGTERM')
+      assert.equal(await exited, 0)
+      const after = (await (await fetch(`${consul.url}/v1/catalog/service/billing`)).json()) as unknown[]
+      assert.deepEqual(after, [], 'deregistered on shutdown')
+    } finally {
+      await app.close()
       await consul.destroy()
     }
   })

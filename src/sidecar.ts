@@ -5,6 +5,8 @@ import { ServiceCluster } from './cluster/service-cluster.ts'
 import type { ClusterObserver } from './cluster/service-cluster.ts'
 import { createDiscovery } from './discovery/registry.ts'
 import { EndpointStateStore } from './discovery/state.ts'
+import { createRegistrar } from './registration/registry.ts'
+import type { Registrar } from './registration/types.ts'
 import type { DiscoveryAdapter } from './discovery/types.ts'
 import { Metrics } from './observability/metrics.ts'
 import { notBuiltYet } from './config/not-built.ts'
@@ -56,6 +58,8 @@ export class Sidecar {
   /** One checker for all services: an endpoint shared by services is probed by one loop. */
   readonly #checker: ActiveHealthChecker
   readonly #state: EndpointStateStore
+  /** Announces the local app (`register`); null when not configured. */
+  readonly #registrar: Registrar | null
   #accepting = true
   #addresses: SidecarAddresses | null = null
   #stopping: Promise<void> | null = null
@@ -65,6 +69,11 @@ export class Sidecar {
     this.#logger = logger
     this.metrics = new Metrics()
     this.#state = new EndpointStateStore(config.discovery.stateDir, logger.child({ module: 'discovery' }))
+    this.#registrar = null
+    if (config.register !== undefined) {
+      this.#registrar = createRegistrar(config.register, config.discovery, logger.child({ module: 'register' }))
+      if (this.#registrar === null) throw new StartupError('register.source', `"${config.register.source}" is not available in this build`)
+    }
     this.#checker = new ActiveHealthChecker(logger.child({ module: 'health' }), {
       observer: { onCheck: (endpoint, passed) => this.metrics.healthCheck(endpoint, passed), onStop: (endpoint) => this.metrics.removeHealthChecks(endpoint) },
     })
@@ -120,6 +129,7 @@ export class Sidecar {
     this.#addresses = { listen, admin, services }
     for (const path of notBuiltYet(c)) this.#logger.warn({ path }, `${path}: not built yet in this version; ignored`)
     for (const s of this.#services.values()) this.#startDiscovery(s)
+    this.#registrar?.start()
     this.#logger.info({ listen: fmt(listen), admin: fmt(admin), services: Object.keys(services).length > 0 ? Object.fromEntries(Object.entries(services).map(([k, v]) => [k, fmt(v)])) : undefined, count: this.#services.size }, 'outrigger started')
   }
 
@@ -201,6 +211,8 @@ export class Sidecar {
 
   async #stop(): Promise<void> {
     this.#accepting = false
+    // Deregister first: peers stop sending new requests to the app while everything drains.
+    await this.#registrar?.stop()
     const listeners = [this.#shared, ...[...this.#services.values()].flatMap((s) => (s.listener === null ? [] : [s.listener]))]
     let timer: NodeJS.Timeout | undefined
     const timedOut = await Promise.race([

@@ -18,6 +18,5 @@ export function notBuiltYet(config: Config): string[] {
       if (r.responseHeaders !== undefined) paths.push(`${at}.routes[${i}].responseHeaders`)
     }
   }
-  if (config.register !== undefined) paths.push('register')
   return paths
 }

@@ -16,7 +16,6 @@ describe('notBuiltYet', () => {
       'services.payments.cache',
       'services.payments.routes[0].requestHeaders',
       'services.payments.routes[0].responseHeaders',
-      'register',
     ])
   })
 
