@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { DiscoveryConfig, ServiceConfig, SourceKind } from '../config/types.ts'
 import type { DiscoveryAdapter } from './types.ts'
 import { ConsulDiscovery } from './consul.ts'
+import { EtcdDiscovery } from './etcd.ts'
 import { FileDiscovery } from './file.ts'
 import { StaticDiscovery } from './static.ts'
 
@@ -17,6 +18,7 @@ const factories = new Map<SourceKind, DiscoveryFactory>([
   ['static', (s) => new StaticDiscovery(s)],
   ['file', (s, context) => new FileDiscovery(s, context.logger)],
   ['consul', (s, context) => new ConsulDiscovery(s, context.discovery.consul, context.logger)],
+  ['etcd', (s, context) => new EtcdDiscovery(s, context.discovery.etcd, context.logger)],
 ])
 
 /** Sources register themselves here by their config name. */

@@ -1,11 +1,15 @@
 import type { Logger } from 'pino'
 import type { DiscoveryConfig, RegisterConfig } from '../config/types.ts'
 import { ConsulRegistrar } from './consul.ts'
+import { EtcdRegistrar } from './etcd.ts'
 import type { Registrar } from './types.ts'
 
 export type RegistrarFactory = (config: RegisterConfig, discovery: DiscoveryConfig, logger: Logger) => Registrar
 
-const factories = new Map<RegisterConfig['source'], RegistrarFactory>([['consul', (c, d, logger) => new ConsulRegistrar(c, d.consul, logger)]])
+const factories = new Map<RegisterConfig['source'], RegistrarFactory>([
+  ['consul', (c, d, logger) => new ConsulRegistrar(c, d.consul, logger)],
+  ['etcd', (c, d, logger) => new EtcdRegistrar(c, d.etcd, logger)],
+])
 
 /** Registries register their registrar here by config name. */
 export function registerRegistrar(source: RegisterConfig['source'], factory: RegistrarFactory): void {
