@@ -3,13 +3,8 @@ import type { ConsulDiscoveryConfig, RegisterConfig } from '../config/types.ts'
 import { formatDuration } from '../config/units.ts'
 import { request } from 'undici'
 import { endpointKey } from '../discovery/types.ts'
+import { RegistrationLoop } from './loop.ts'
 import type { Registrar } from './types.ts'
-
-/** How often the registration is verified (and put back if the agent lost it, e.g. after a restart). */
-export const VERIFY_INTERVAL_MS = 10_000
-/** Backoff between failed attempts to register (jittered, doubling). */
-const RETRY_MIN_MS = 500
-const RETRY_MAX_MS = 10_000
 
 /**
  * Registers the local app with the local Consul agent: an agent service (`Weights.Passing` and
@@ -26,10 +21,8 @@ export class ConsulRegistrar implements Registrar {
   readonly #logger: Logger
   readonly #url: string
   readonly #headers: Record<string, string>
-  #timer: NodeJS.Timeout | null = null
-  #stopped = false
+  readonly #loop: RegistrationLoop
   #registered = false
-  #failures = 0
 
   constructor(config: RegisterConfig, consul: ConsulDiscoveryConfig, logger: Logger) {
     this.#config = config
@@ -37,16 +30,15 @@ export class ConsulRegistrar implements Registrar {
     this.id = `${config.serviceName}-${endpointKey(config.address, config.port)}`
     this.#url = consul.url
     this.#headers = consul.token === '' ? {} : { 'x-consul-token': consul.token }
+    this.#loop = new RegistrationLoop('consul', logger.child({ id: this.id }), () => this.#ensure())
   }
 
   start(): void {
-    this.#schedule(0)
+    this.#loop.start()
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true
-    if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = null
+    this.#loop.stop()
     if (this.#registered) {
       try {
         await this.#call('PUT', `/v1/agent/service/deregister/${encodeURIComponent(this.id)}`)
@@ -57,32 +49,13 @@ export class ConsulRegistrar implements Registrar {
     }
   }
 
-  #schedule(delayMs: number): void {
-    if (this.#stopped) return
-    this.#timer = setTimeout(() => {
-      this.#timer = null
-      void this.#ensure()
-    }, delayMs)
-    this.#timer.unref()
-  }
-
-  /** Registers when the agent does not know the service; then checks again later. */
+  /** Registers when the agent does not know the service (first time, or after it lost it). */
   async #ensure(): Promise<void> {
-    try {
-      if (!(await this.#known())) {
-        await this.#register()
-        if (this.#registered) this.#logger.warn({ id: this.id }, 'registration missing in consul; registered again')
-        else this.#logger.info({ id: this.id, service: this.#config.serviceName }, 'registered in consul')
-        this.#registered = true
-      }
-      this.#failures = 0
-      this.#schedule(VERIFY_INTERVAL_MS)
-    } catch (err) {
-      if (this.#stopped) return
-      if (this.#failures++ === 0) this.#logger.warn({ id: this.id, err: (err as Error).message }, 'cannot register in consul; retrying')
-      const backoff = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(this.#failures, 10))
-      this.#schedule(backoff * (0.5 + Math.random()))
-    }
+    if (await this.#known()) return
+    await this.#register()
+    if (this.#registered) this.#logger.warn({ id: this.id }, 'registration missing in consul; registered again')
+    else this.#logger.info({ id: this.id, service: this.#config.serviceName }, 'registered in consul')
+    this.#registered = true
   }
 
   async #known(): Promise<boolean> {

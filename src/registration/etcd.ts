@@ -4,14 +4,11 @@ import type { Logger } from 'pino'
 import type { EtcdDiscoveryConfig, RegisterConfig } from '../config/types.ts'
 import { clientOptions } from '../discovery/etcd.ts'
 import { endpointKey } from '../discovery/types.ts'
+import { RegistrationLoop } from './loop.ts'
 import type { Registrar } from './types.ts'
 
 /** Lease TTL: the registration disappears this long after the sidecar dies without revoking it. */
 export const LEASE_TTL_SECONDS = 10
-/** How often the key is verified (and put back if someone deleted it). */
-export const VERIFY_INTERVAL_MS = 10_000
-const RETRY_MIN_MS = 500
-const RETRY_MAX_MS = 10_000
 
 /**
  * Registers the local app in etcd: the key `<prefix><serviceName>/<address:port>` holding
@@ -25,11 +22,9 @@ export class EtcdRegistrar implements Registrar {
   readonly #value: string
   readonly #logger: Logger
   readonly #client: Etcd3
+  readonly #loop: RegistrationLoop
   #lease: Lease | null = null
-  #timer: NodeJS.Timeout | null = null
-  #stopped = false
   #registered = false
-  #failures = 0
 
   constructor(config: RegisterConfig, etcd: EtcdDiscoveryConfig, logger: Logger) {
     this.#logger = logger
@@ -38,16 +33,15 @@ export class EtcdRegistrar implements Registrar {
     if (config.tags.length > 0) meta.tags = config.tags.join(',')
     this.#value = JSON.stringify({ address: config.address, port: config.port, weight: config.weight, meta })
     this.#client = new Etcd3(clientOptions(etcd))
+    this.#loop = new RegistrationLoop('etcd', logger.child({ key: this.key }), () => this.#ensure(), () => this.#dropLease())
   }
 
   start(): void {
-    this.#schedule(0)
+    this.#loop.start()
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true
-    if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = null
+    this.#loop.stop()
     const lease = this.#lease
     this.#lease = null
     if (lease !== null) {
@@ -61,31 +55,13 @@ export class EtcdRegistrar implements Registrar {
     this.#client.close()
   }
 
-  #schedule(delayMs: number): void {
-    if (this.#stopped) return
-    this.#timer = setTimeout(() => {
-      this.#timer = null
-      void this.#ensure()
-    }, delayMs)
-    this.#timer.unref()
-  }
-
+  /** Puts the key on a live lease: a new lease when there is none, the key again if it went missing. */
   async #ensure(): Promise<void> {
-    try {
-      if (this.#lease === null) {
-        await this.#grantAndPut()
-      } else if ((await this.#client.get(this.key).string()) === null) {
-        await this.#lease.put(this.key).value(this.#value)
-        this.#logger.warn({ key: this.key }, 'registration missing in etcd; put again')
-      }
-      this.#failures = 0
-      this.#schedule(VERIFY_INTERVAL_MS)
-    } catch (err) {
-      if (this.#stopped) return
-      if (this.#failures++ === 0) this.#logger.warn({ key: this.key, err: (err as Error).message }, 'cannot register in etcd; retrying')
-      this.#dropLease()
-      const backoff = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(this.#failures, 10))
-      this.#schedule(backoff * (0.5 + Math.random()))
+    if (this.#lease === null) {
+      await this.#grantAndPut()
+    } else if ((await this.#client.get(this.key).string()) === null) {
+      await this.#lease.put(this.key).value(this.#value)
+      this.#logger.warn({ key: this.key }, 'registration missing in etcd; put again')
     }
   }
 
@@ -93,11 +69,10 @@ export class EtcdRegistrar implements Registrar {
     const lease = this.#client.lease(LEASE_TTL_SECONDS)
     this.#lease = lease
     lease.on('lost', (err: Error) => {
-      if (this.#stopped || this.#lease !== lease) return
+      if (this.#loop.stopped || this.#lease !== lease) return
       this.#logger.warn({ key: this.key, err: err.message }, 'etcd lease lost; registering again')
       this.#lease = null
-      if (this.#timer !== null) clearTimeout(this.#timer)
-      this.#schedule(0)
+      this.#loop.now()
     })
     await lease.put(this.key).value(this.#value)
     this.#logger.info({ key: this.key }, this.#registered ? 'registered in etcd again' : 'registered in etcd')
