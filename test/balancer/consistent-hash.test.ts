@@ -8,6 +8,7 @@ import type { PickContext, Picker } from '../../src/balancer/types.ts'
 import { EMPTY_PICKER } from '../../src/balancer/types.ts'
 import { Host } from '../../src/cluster/host.ts'
 import type { ClusterLoad } from '../../src/cluster/host.ts'
+import { prng } from '../support/prng.ts'
 
 /** Pickers never touch the pool; this stands in for one. */
 const fakeDispatcher = { close: () => Promise.resolve(), destroy: () => Promise.resolve() } as unknown as Dispatcher
@@ -63,17 +64,6 @@ function countBy(keys: readonly string[]): Map<string, number> {
   return counts
 }
 
-/** A small seeded PRNG (mulberry32), so a property run is reproducible from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Between 2 and 40 hosts with distinct `address:port`. */
 const memberSpecs = fc

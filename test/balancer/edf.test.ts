@@ -5,6 +5,7 @@ import type { Dispatcher } from 'undici'
 import { EdfPicker } from '../../src/balancer/edf.ts'
 import type { PickContext, Picker } from '../../src/balancer/types.ts'
 import { Host } from '../../src/cluster/host.ts'
+import { prng } from '../support/prng.ts'
 
 /** Pickers never touch the pool; this stands in for one. */
 const fakeDispatcher = { close: () => Promise.resolve(), destroy: () => Promise.resolve() } as unknown as Dispatcher
@@ -48,17 +49,6 @@ function longestRun(sequence: readonly string[]): { name: string; length: number
   return best
 }
 
-/** A small seeded PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Start phases to pin, including both ends of [0, 1). */
 const PHASES = [0, 0.1, 0.25, 0.381966, 0.5, 0.618034, 0.9, 0.999999]

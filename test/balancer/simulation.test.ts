@@ -9,6 +9,7 @@ import type { Balancer, PickContext, Picker } from '../../src/balancer/types.ts'
 import { WeightedBalancer } from '../../src/balancer/weighted.ts'
 import { Host } from '../../src/cluster/host.ts'
 import type { ClusterLoad } from '../../src/cluster/host.ts'
+import { prng } from '../support/prng.ts'
 
 /**
  * Envoy-style simulations: 100,000 picks per strategy, shares compared with the weights, and a
@@ -25,17 +26,6 @@ function makeHosts(weights: readonly number[]): Host[] {
   return weights.map((weight, i) => new Host({ address: `10.0.0.${i + 1}`, port: 8080, weight, meta: {} }, fakeDispatcher, 10_000, 0, load))
 }
 
-/** A small seeded PRNG (mulberry32): the simulations are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const random10 = prng(2024)
 const WEIGHT_SETS: ReadonlyArray<{ name: string; weights: number[] }> = [
