@@ -1,9 +1,8 @@
 import net from 'node:net'
 import type { Logger } from 'pino'
-import { Agent } from 'undici'
-import type { Dispatcher } from 'undici'
 import type { ActiveHealthCheckConfig } from '../config/types.ts'
 import { endpointKey } from '../discovery/types.ts'
+import { HttpProbe } from './http-probe.ts'
 import { clockTime } from './outlier.ts'
 
 /** Each probe interval is stretched or shrunk by up to this fraction, so loops drift apart. */
@@ -36,22 +35,22 @@ export interface CheckObserver {
  * `healthyThreshold` consecutive passes make an unhealthy endpoint healthy again and
  * `unhealthyThreshold` consecutive failures make a healthy one unhealthy, so one lost probe does not
  * flap. An endpoint nobody has probed yet counts as healthy (traffic flows at once); if its very
- * first probe fails it turns unhealthy at once, since it never proved itself. The first probe runs
+ * first probe fails it turns unhealthy at once, since it never proved itself. Each loop probes
+ * HTTP on its own kept-alive connection (see http-probe.ts). The first probe runs
  * at a random point of the first interval (at most one second in), later ones every interval
  * ± 10%, so loops that started together do not stay in step.
  */
 export class ActiveHealthChecker {
   readonly #logger: Logger
-  readonly #probe: Probe
+  /** Injected by tests; null: each loop probes with its own Prober. */
+  readonly #probe: Probe | null
   readonly #observer: CheckObserver
   readonly #loops = new Map<string, CheckLoop>()
-  /** Probe connections, one Agent per check timeout so that connecting is bounded by it too. */
-  readonly #agents = new Map<number, Agent>()
-  #closing: Promise<void> | null = null
+  #closed = false
 
   constructor(logger: Logger, options: { probe?: Probe; observer?: CheckObserver } = {}) {
     this.#logger = logger
-    this.#probe = options.probe ?? ((address, port, config) => probeEndpoint(this.#agentFor(config.timeoutMs), address, port, config))
+    this.#probe = options.probe ?? null
     this.#observer = options.observer ?? {}
   }
 
@@ -81,16 +80,6 @@ export class ActiveHealthChecker {
     }
   }
 
-  /** Checks keep one connection per endpoint alive between probes, never more. */
-  #agentFor(timeoutMs: number): Agent {
-    let agent = this.#agents.get(timeoutMs)
-    if (agent === undefined) {
-      agent = new Agent({ connections: 1, pipelining: 1, allowH2: false, connectTimeout: timeoutMs })
-      this.#agents.set(timeoutMs, agent)
-    }
-    return agent
-  }
-
   /** Loops running now (for tests and metrics). */
   get loopCount(): number {
     return this.#loops.size
@@ -98,12 +87,12 @@ export class ActiveHealthChecker {
 
   /** Stops every loop and closes the probes' connections; safe to call more than once. */
   close(): Promise<void> {
-    if (this.#closing === null) {
+    if (!this.#closed) {
+      this.#closed = true
       for (const loop of this.#loops.values()) loop.stop()
       this.#loops.clear()
-      this.#closing = Promise.all([...this.#agents.values()].map((a) => a.close())).then(() => undefined)
     }
-    return this.#closing
+    return Promise.resolve()
   }
 }
 
@@ -114,7 +103,9 @@ class CheckLoop {
   readonly #address: string
   readonly #port: number
   readonly #config: ActiveHealthCheckConfig
-  readonly #probe: Probe
+  readonly #probe: Probe | null
+  /** The loop's own prober (and, for HTTP, its kept-alive connection), when no probe was injected. */
+  #prober: Prober | null = null
   readonly #logger: Logger
   readonly #observer: CheckObserver
   readonly #endpoint: string
@@ -126,7 +117,7 @@ class CheckLoop {
   #lastError = ''
   #probed = false
 
-  constructor(address: string, port: number, config: ActiveHealthCheckConfig, probe: Probe, logger: Logger, observer: CheckObserver) {
+  constructor(address: string, port: number, config: ActiveHealthCheckConfig, probe: Probe | null, logger: Logger, observer: CheckObserver) {
     this.#address = address
     this.#port = port
     this.#config = config
@@ -144,6 +135,8 @@ class CheckLoop {
     this.#stopped = true
     if (this.#timer !== null) clearTimeout(this.#timer)
     this.#timer = null
+    this.#prober?.close()
+    this.#prober = null
   }
 
   #schedule(delayMs: number): void {
@@ -158,7 +151,12 @@ class CheckLoop {
   async #run(): Promise<void> {
     let error: string | null
     try {
-      error = await this.#probe(this.#address, this.#port, this.#config)
+      if (this.#probe !== null) {
+        error = await this.#probe(this.#address, this.#port, this.#config)
+      } else {
+        this.#prober ??= createProber(this.#address, this.#port, this.#config)
+        error = await this.#prober.probe()
+      }
     } catch (err) {
       error = (err as Error).message
     }
@@ -196,61 +194,25 @@ class CheckLoop {
   }
 }
 
-/** One probe: HTTP GET `path` expecting a 2xx within `timeout`, or a TCP connect within `timeout`. */
-export function probeEndpoint(agent: Agent, address: string, port: number, config: ActiveHealthCheckConfig): Promise<string | null> {
-  if (config.type === 'tcp') return probeTcp(address, port, config.timeoutMs)
-  return new Promise((resolve) => {
-    agent.dispatch(
-      {
-        origin: `http://${endpointKey(address, port)}`,
-        path: config.path,
-        method: 'GET',
-        headers: PROBE_HEADERS,
-        headersTimeout: config.timeoutMs,
-        bodyTimeout: config.timeoutMs,
-      },
-      new ProbeHandler(config.timeoutMs, resolve),
-    )
-  })
+/** Probes one endpoint again and again: HTTP on one kept-alive connection, or a TCP connect each time. */
+export interface Prober {
+  probe(): Promise<string | null>
+  close(): void
 }
 
-const PROBE_HEADERS = { 'user-agent': 'outrigger-health-check' }
+export function createProber(address: string, port: number, config: ActiveHealthCheckConfig): Prober {
+  if (config.type === 'tcp') return { probe: () => probeTcp(address, port, config.timeoutMs), close: () => undefined }
+  const http = new HttpProbe(address, port, config.path, endpointKey(address, port))
+  return { probe: () => http.probe(config.timeoutMs), close: () => http.close() }
+}
 
-/**
- * A bare undici dispatch handler: the status decides, the body is discarded as it arrives. A
- * thousand endpoints probed every second make `request()`'s per-call machinery (a body stream, an
- * abort signal and its timer) the bulk of the checker's CPU; this is one small object per probe.
- */
-class ProbeHandler implements Dispatcher.DispatchHandler {
-  readonly #timeoutMs: number
-  readonly #resolve: (result: string | null) => void
-  #status = 0
-
-  constructor(timeoutMs: number, resolve: (result: string | null) => void) {
-    this.#timeoutMs = timeoutMs
-    this.#resolve = resolve
-  }
-
-  onRequestStart(): void {
-    // undici requires the method; a probe has nothing to do when it starts.
-  }
-
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number): void {
-    this.#status = statusCode
-  }
-
-  onResponseData(): void {
-    // The body says nothing the status did not.
-  }
-
-  onResponseEnd(): void {
-    this.#resolve(this.#status >= 200 && this.#status < 300 ? null : `HTTP ${this.#status}`)
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    const code = (err as Error & { code?: string }).code
-    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') this.#resolve(`timeout after ${this.#timeoutMs} ms`)
-    else this.#resolve(code ?? err.message)
+/** One probe on a fresh connection: HTTP GET `path` expecting a 2xx, or a TCP connect, within `timeout`. */
+export async function probeEndpoint(address: string, port: number, config: ActiveHealthCheckConfig): Promise<string | null> {
+  const prober = createProber(address, port, config)
+  try {
+    return await prober.probe()
+  } finally {
+    prober.close()
   }
 }
 

@@ -5,7 +5,6 @@ import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import { pino } from 'pino'
-import { Agent } from 'undici'
 import type { ActiveHealthCheckConfig } from '../../src/config/types.ts'
 import { ActiveHealthChecker, INTERVAL_JITTER, probeEndpoint } from '../../src/health/active.ts'
 import type { CheckVerdict, Probe } from '../../src/health/active.ts'
@@ -405,13 +404,11 @@ async function closedPort(): Promise<number> {
 }
 
 describe('probeEndpoint (real servers)', { timeout: 10_000 }, () => {
-  let agent: Agent
   let server: http.Server
   let port: number
   const seen: Array<{ method: string; url: string; userAgent: string }> = []
 
   before(async () => {
-    agent = new Agent()
     server = http.createServer((req, res) => {
       seen.push({ method: req.method ?? '', url: req.url ?? '', userAgent: req.headers['user-agent'] ?? '' })
       if (req.url === '/hang') return // never answers
@@ -432,7 +429,6 @@ describe('probeEndpoint (real servers)', { timeout: 10_000 }, () => {
   })
 
   after(async () => {
-    await agent.close()
     await closeServer(server)
   })
 
@@ -440,48 +436,48 @@ describe('probeEndpoint (real servers)', { timeout: 10_000 }, () => {
 
   it('HTTP 200 passes (null), with a GET of the path and the outrigger user agent', async () => {
     seen.length = 0
-    assert.equal(await probeEndpoint(agent, '127.0.0.1', port, check('/health')), null)
+    assert.equal(await probeEndpoint('127.0.0.1', port, check('/health')), null)
     assert.deepEqual(seen, [{ method: 'GET', url: '/health', userAgent: 'outrigger-health-check' }])
   })
 
   it('HTTP 503 fails as "HTTP 503"', async () => {
-    assert.equal(await probeEndpoint(agent, '127.0.0.1', port, check('/down')), 'HTTP 503')
+    assert.equal(await probeEndpoint('127.0.0.1', port, check('/down')), 'HTTP 503')
   })
 
   it('a redirect is not a pass: "HTTP 301"', async () => {
-    assert.equal(await probeEndpoint(agent, '127.0.0.1', port, check('/moved')), 'HTTP 301')
+    assert.equal(await probeEndpoint('127.0.0.1', port, check('/moved')), 'HTTP 301')
   })
 
   it('a server that never answers fails as "timeout after N ms", in about N ms', async () => {
     const start = performance.now()
-    assert.equal(await probeEndpoint(agent, '127.0.0.1', port, check('/hang', 200)), 'timeout after 200 ms')
+    assert.equal(await probeEndpoint('127.0.0.1', port, check('/hang', 200)), 'timeout after 200 ms')
     const elapsed = performance.now() - start
     assert.ok(elapsed >= 150 && elapsed < 2000, `took ${elapsed.toFixed(0)} ms`)
   })
 
   it('a 200 whose body never ends fails as "timeout after N ms"', async () => {
-    assert.equal(await probeEndpoint(agent, '127.0.0.1', port, check('/stall', 200)), 'timeout after 200 ms')
+    assert.equal(await probeEndpoint('127.0.0.1', port, check('/stall', 200)), 'timeout after 200 ms')
   })
 
   it('a connection closed before any answer fails with an error code', async () => {
-    const result = await probeEndpoint(agent, '127.0.0.1', port, check('/reset'))
+    const result = await probeEndpoint('127.0.0.1', port, check('/reset'))
     assert.equal(typeof result, 'string')
     assert.notEqual(result, '')
   })
 
   it('a closed port fails as "ECONNREFUSED"', async () => {
-    assert.equal(await probeEndpoint(agent, '127.0.0.1', await closedPort(), check('/health')), 'ECONNREFUSED')
+    assert.equal(await probeEndpoint('127.0.0.1', await closedPort(), check('/health')), 'ECONNREFUSED')
   })
 
   it('tcp: a listening port passes (null)', async (t) => {
     const tcp = net.createServer((socket) => socket.end())
     const tcpPort = await listen(tcp)
     t.after(() => closeServer(tcp))
-    assert.equal(await probeEndpoint(agent, '127.0.0.1', tcpPort, { ...HTTP_CHECK, type: 'tcp' }), null)
+    assert.equal(await probeEndpoint('127.0.0.1', tcpPort, { ...HTTP_CHECK, type: 'tcp' }), null)
   })
 
   it('tcp: a closed port fails as "ECONNREFUSED"', async () => {
-    assert.equal(await probeEndpoint(agent, '127.0.0.1', await closedPort(), { ...HTTP_CHECK, type: 'tcp' }), 'ECONNREFUSED')
+    assert.equal(await probeEndpoint('127.0.0.1', await closedPort(), { ...HTTP_CHECK, type: 'tcp' }), 'ECONNREFUSED')
   })
 
   it('the checker wires the real probe: a 503 endpoint turns unhealthy on its first probe', async (t) => {
