@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import { pino } from 'pino'
 import type { ActiveHealthCheckConfig } from '../../src/config/types.ts'
-import { ActiveHealthChecker, INTERVAL_JITTER, probeEndpoint } from '../../src/health/active.ts'
+import { ActiveHealthChecker, INTERVAL_JITTER, PROBE_GRID_MS, probeEndpoint } from '../../src/health/active.ts'
 import type { CheckVerdict, Probe } from '../../src/health/active.ts'
 
 const logger = pino({ level: 'silent' })
@@ -334,7 +334,7 @@ describe('ActiveHealthChecker loops', () => {
 })
 
 describe('ActiveHealthChecker timing', () => {
-  it('the first probe runs at Math.random × min(interval, 1 s)', async (t) => {
+  it('the first probe runs at Math.random × min(interval, 1 s), rounded up to the probe grid', async (t) => {
     const h = harness(t)
     h.random(0)
     h.checker.watch('127.0.0.1', 1, HTTP_CHECK, () => undefined)
@@ -346,10 +346,12 @@ describe('ActiveHealthChecker timing', () => {
     t.mock.timers.tick(0)
     await flush()
     assert.deepEqual(h.calls.map((c) => [c.endpoint, c.atMs]), [['127.0.0.1:1', 0]])
-    await advance(t, 999)
+    await advance(t, 1000)
     const firsts = new Map<string, number>()
     for (const c of h.calls) if (!firsts.has(c.endpoint)) firsts.set(c.endpoint, c.atMs)
-    assert.deepEqual(Object.fromEntries(firsts), { '127.0.0.1:1': 0, '127.0.0.1:2': 999, '127.0.0.1:3': 200 })
+    // 0.999 × 1 s = 999 ms, which starts in the grid slot at 1,000 ms.
+    assert.deepEqual(Object.fromEntries(firsts), { '127.0.0.1:1': 0, '127.0.0.1:2': 1000, '127.0.0.1:3': 200 })
+    for (const c of h.calls) assert.equal(c.atMs % PROBE_GRID_MS, 0, `probe at ${c.atMs} ms is on the grid`)
   })
 
   it('each interval is stretched or shrunk by Math.random, at most ±10%', async (t) => {
