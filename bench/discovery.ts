@@ -202,7 +202,7 @@ function consulRegistry(server: Server, label: string): Registry {
       }
     },
     discovery: () => ({ consul: { url: server.url } }),
-    close: () => writes.close(),
+    close: () => (writes.closed ? Promise.resolve() : writes.close()),
   }
 }
 
@@ -239,7 +239,7 @@ function etcdRegistry(server: Server): Registry {
       }
     },
     discovery: () => ({ etcd: { endpoints: [server.url] } }),
-    close: () => writes.close(),
+    close: () => (writes.closed ? Promise.resolve() : writes.close()),
   }
 }
 
@@ -376,14 +376,10 @@ interface Sidecar {
   stop(): Promise<void>
 }
 
-async function startSidecar(dir: string, registry: Registry, services: readonly string[]): Promise<Sidecar> {
-  const file = path.join(dir, `outrigger-${registry.kind}-${services.length}.json`)
-  const doc = {
-    listen: '127.0.0.1:0',
-    admin: '127.0.0.1:0',
-    discovery: { stateDir: path.join(dir, `state-${registry.kind}-${services.length}`), ...registry.discovery() },
-    services: Object.fromEntries(services.map((name) => [name, { source: registry.kind }])),
-  }
+/** Starts `outrigger run` on a config of `services` (name → service document) and `discovery`; `tag` names its files. */
+async function startSidecar(dir: string, tag: string, discovery: Record<string, unknown>, services: Record<string, unknown>): Promise<Sidecar> {
+  const file = path.join(dir, `outrigger-${tag}.json`)
+  const doc = { listen: '127.0.0.1:0', admin: '127.0.0.1:0', discovery: { stateDir: path.join(dir, `state-${tag}`), ...discovery }, services }
   writeFileSync(file, JSON.stringify(doc))
   const spawnedAt = performance.now()
   const cli = await startCli(file)
@@ -488,7 +484,7 @@ interface LatencyResult {
 async function latencyPhase(dir: string, registry: Registry): Promise<LatencyResult> {
   const service = 'api'
   await registry.add(service, 'base', 39_999)
-  const sidecar = await startSidecar(dir, registry, [service])
+  const sidecar = await startSidecar(dir, `${registry.kind}-latency`, registry.discovery(), { [service]: { source: registry.kind } })
   try {
     const ready = await waitReady(sidecar.adminUrl, 15_000)
     if (!ready.ready) throw new Error(`the one-service sidecar did not become ready against ${registry.label}`)
@@ -557,8 +553,28 @@ interface ScaleResult {
   registryOutput: string[]
 }
 
+const serviceNames = (): string[] => Array.from({ length: SERVICES }, (_, i) => `svc-${String(i).padStart(4, '0')}`)
+let scaleRuns = 0
+
+/**
+ * The same SERVICES × ENDPOINTS as `source: static`: what the clusters, hosts and their connection
+ * pools cost without any discovery adapter, to tell the adapters' share of the RSS from the rest.
+ */
+async function staticBaseline(dir: string): Promise<{ readyMs: number | null; rss: number }> {
+  const endpoints = Array.from({ length: ENDPOINTS }, (_, i) => `127.0.0.1:${20_000 + i}`)
+  const sidecar = await startSidecar(dir, 'static', {}, Object.fromEntries(serviceNames().map((name) => [name, { source: 'static', endpoints }])))
+  try {
+    const ready = await waitReady(sidecar.adminUrl, LOAD_TIMEOUT_SECONDS * 1000)
+    const readyMs = ready.ready ? performance.now() - sidecar.spawnedAt : null
+    await sleep(SETTLE_MS)
+    return { readyMs, rss: residentMemory(sidecar.pid).rss }
+  } finally {
+    await sidecar.stop()
+  }
+}
+
 async function scalePhase(dir: string, registry: Registry): Promise<ScaleResult> {
-  const names = Array.from({ length: SERVICES }, (_, i) => `svc-${String(i).padStart(4, '0')}`)
+  const names = serviceNames()
   const connLimit = registry.kind === 'consul' ? await consulConnLimit(registry.server.url) : null
   console.log(`  ${registry.label}: registering ${int(SERVICES * ENDPOINTS)} instances…`)
   const loadStart = performance.now()
@@ -566,7 +582,7 @@ async function scalePhase(dir: string, registry: Registry): Promise<ScaleResult>
   const registryLoadMs = performance.now() - loadStart
   console.log(`  ${registry.label}: registered in ${seconds(registryLoadMs)}; starting the sidecar…`)
 
-  const sidecar = await startSidecar(dir, registry, names)
+  const sidecar = await startSidecar(dir, `${registry.kind}-scale-${scaleRuns++}`, registry.discovery(), Object.fromEntries(names.map((name) => [name, { source: registry.kind }])))
   const result: ScaleResult = {
     registry: registry.label, connLimit, registryLoadMs, startMs: sidecar.startMs, readyMs: null, waiting: Number.NaN, endpointsRouted: 0, servicesComplete: 0,
     loadCpuSeconds: 0, rssLoaded: 0, rssEnd: 0, rssPeak: 0, connections: 0, cpuPercent: null, changes: [], lost: 0, starvation: null, problems: sidecar.log.problems, registryOutput: [],
@@ -672,7 +688,12 @@ console.log('latency = sidecar log time of the first \'endpoints updated\' line 
 
 const latency: LatencyResult[] = []
 const scale: ScaleResult[] = []
+let baseline: { readyMs: number | null; rss: number } | null = null
 try {
+  if (PHASES.includes('scale')) {
+    console.log(`\nstatic baseline: ${int(SERVICES)} services × ${int(ENDPOINTS)} static endpoints…`)
+    baseline = await staticBaseline(dir)
+  }
   for (const kind of REGISTRIES) {
     console.log(`\n${kind}:`)
     const server: Server = kind === 'consul' ? await startConsul() : await startEtcd()
@@ -745,20 +766,28 @@ if (latency.length > 0) {
 }
 
 if (scale.length > 0) {
+  const row = (label: string, value: string): void => console.log(`    ${label.padEnd(44)}${value}`)
   console.log(`\n${int(SERVICES)} services × ${int(ENDPOINTS)} endpoints, then one change per second for ${CHANGE_SECONDS} s:`)
+  if (baseline !== null) {
+    console.log('  static (no registry, no discovery adapter: the clusters, hosts and pools alone)')
+    row('sidecar: spawn → /readyz 200', baseline.readyMs === null ? 'never' : seconds(baseline.readyMs))
+    row(`RSS after load (+${SETTLE_MS / 1000} s)`, mib(baseline.rss))
+  }
   for (const r of scale) {
     console.log(`  ${r.registry}`)
-    if (r.connLimit !== null) console.log(`    agent limits.http_max_conns_per_client     ${int(r.connLimit)} (from /v1/agent/self)`)
+    if (r.connLimit !== null) row('agent limits.http_max_conns_per_client', `${int(r.connLimit)} (from /v1/agent/self)`)
     const how = r.registry.startsWith('consul') ? `${CONSUL_CONCURRENCY} parallel agent registrations` : `transactions of ${ETCD_TXN_OPS} puts, ${ETCD_CONCURRENCY} in parallel`
-    console.log(`    registry loaded with ${int(SERVICES * ENDPOINTS)} instances  ${seconds(r.registryLoadMs)} (${how})`)
-    console.log(`    sidecar: spawn → 'outrigger started'      ${seconds(r.startMs)}`)
-    console.log(`    sidecar: spawn → /readyz 200              ${r.readyMs === null ? `NEVER within ${LOAD_TIMEOUT_SECONDS} s: ${int(r.waiting)} of ${int(SERVICES)} services still waiting` : seconds(r.readyMs)}`)
-    console.log(`    endpoints routed after load               ${int(r.endpointsRouted)} of ${int(SERVICES * ENDPOINTS)} (${int(r.servicesComplete)} services complete); CPU ${r.loadCpuSeconds.toFixed(1)} s so far`)
-    console.log(`    TCP connections sidecar → registry        ${int(r.connections)}`)
-    console.log(`    RSS after load (+${SETTLE_MS / 1000} s)                   ${mib(r.rssLoaded)}`)
+    row(`registry loaded with ${int(SERVICES * ENDPOINTS)} instances`, `${seconds(r.registryLoadMs)} (${how})`)
+    row("sidecar: spawn → 'outrigger started'", seconds(r.startMs))
+    row('sidecar: spawn → /readyz 200', r.readyMs === null ? `NEVER within ${LOAD_TIMEOUT_SECONDS} s: ${int(r.waiting)} of ${int(SERVICES)} services still waiting` : seconds(r.readyMs))
+    row('endpoints routed after load', `${int(r.endpointsRouted)} of ${int(SERVICES * ENDPOINTS)} (${int(r.servicesComplete)} services complete); CPU ${r.loadCpuSeconds.toFixed(1)} s so far`)
+    row('TCP connections sidecar → registry', int(r.connections))
+    // Against the baseline only when everything loaded: a partial load is not the same workload.
+    const overBaseline = baseline === null || r.readyMs === null ? '' : ` (static baseline + ${mib(r.rssLoaded - baseline.rss)})`
+    row(`RSS after load (+${SETTLE_MS / 1000} s)`, `${mib(r.rssLoaded)}${overBaseline}`)
     if (r.cpuPercent !== null) {
-      console.log(`    RSS at the end (peak)                     ${mib(r.rssEnd)} (${mib(r.rssPeak)})`)
-      console.log(`    CPU during the change phase               ${r.cpuPercent.toFixed(1)}% of one core (utime+stime, CLK_TCK ${CLK_TCK})`)
+      row('RSS at the end (peak)', `${mib(r.rssEnd)} (${mib(r.rssPeak)})`)
+      row('CPU during the change phase', `${r.cpuPercent.toFixed(1)}% of one core (utime+stime over ${CHANGE_SECONDS} s, CLK_TCK ${CLK_TCK})`)
       console.log(header.replace('  ', '    '))
       console.log(latencyRow('  change → routing (sidecar log)', r.changes))
     }

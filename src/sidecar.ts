@@ -5,6 +5,7 @@ import { ServiceCluster } from './cluster/service-cluster.ts'
 import type { ClusterObserver } from './cluster/service-cluster.ts'
 import { createDiscovery } from './discovery/registry.ts'
 import { EndpointStateStore } from './discovery/state.ts'
+import { CONSUL_CONNECTIONS_WARNING } from './discovery/consul.ts'
 import { createRegistrar } from './registration/registry.ts'
 import type { Registrar } from './registration/types.ts'
 import type { DiscoveryAdapter } from './discovery/types.ts'
@@ -128,6 +129,13 @@ export class Sidecar {
     }
     this.#addresses = { listen, admin, services }
     for (const path of notBuiltYet(c)) this.#logger.warn({ path }, `${path}: not built yet in this version; ignored`)
+    const consulServices = c.services.filter((s) => s.source === 'consul').length
+    if (consulServices > CONSUL_CONNECTIONS_WARNING) {
+      this.#logger.warn(
+        { consulServices },
+        `${consulServices} consul services hold ${consulServices} blocking queries (one connection each) to the agent, which by default closes connections beyond 200 per client address: raise limits.http_max_conns_per_client in the agent's configuration`,
+      )
+    }
     for (const s of this.#services.values()) this.#startDiscovery(s)
     this.#registrar?.start()
     this.#logger.info({ listen: fmt(listen), admin: fmt(admin), services: Object.keys(services).length > 0 ? Object.fromEntries(Object.entries(services).map(([k, v]) => [k, fmt(v)])) : undefined, count: this.#services.size }, 'outrigger started')

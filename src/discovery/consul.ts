@@ -12,6 +12,15 @@ export const MIN_QUERY_INTERVAL_MS = 50
 export const RETRY_MIN_MS = 200
 export const RETRY_MAX_MS = 10_000
 
+/**
+ * Each service holds one blocking query, hence one connection, to the agent; Consul closes
+ * connections beyond `limits.http_max_conns_per_client` (default 200) per client address without an
+ * answer. Above this many consul services the sidecar warns at start.
+ */
+export const CONSUL_CONNECTIONS_WARNING = 150
+const CONNECTION_LIMIT_HINT =
+  'the agent may be refusing connections beyond limits.http_max_conns_per_client (default 200 per client address; outrigger holds one per consul service)'
+
 /** One entry of `/v1/health/service/<name>`, as far as we read it. */
 export interface ConsulHealthEntry {
   Node?: { Address?: string }
@@ -43,7 +52,6 @@ export class ConsulDiscovery implements DiscoveryAdapter {
   #running: Promise<void> | null = null
   #index = 0
   #last: string | null = null
-  #failing = false
 
   constructor(service: ServiceConfig, config: ConsulDiscoveryConfig, logger: Logger) {
     this.#service = service
@@ -84,11 +92,8 @@ export class ConsulDiscovery implements DiscoveryAdapter {
           onFailedAttempt: ({ error }) => {
             if (signal.aborted) return
             // A failure may mean a new server whose index restarted: ask afresh, without blocking.
+            // (The cluster logs the first failure of a streak and the recovery.)
             this.#index = 0
-            if (!this.#failing) {
-              this.#failing = true
-              this.#logger.warn({ err: error.message }, 'consul unreachable; keeping the last known endpoints')
-            }
             listener.onError(error)
           },
         })
@@ -96,15 +101,16 @@ export class ConsulDiscovery implements DiscoveryAdapter {
         return // aborted: stop() was called
       }
       if (signal.aborted) return
-      if (this.#failing) {
-        this.#failing = false
-        this.#logger.info('consul reachable again')
-      }
       const endpoints = consulEndpoints(entries, this.#logger)
       const text = JSON.stringify(endpoints)
       if (text !== this.#last) {
         this.#last = text
-        listener.onUpdate(endpoints)
+        try {
+          listener.onUpdate(endpoints)
+        } catch (err) {
+          // The loop must outlive a failing consumer, or discovery of this service stops for good.
+          this.#logger.error({ err }, 'applying consul endpoints failed')
+        }
       }
       const elapsed = Date.now() - started
       if (elapsed < MIN_QUERY_INTERVAL_MS) await sleep(MIN_QUERY_INTERVAL_MS - elapsed, signal)
@@ -132,7 +138,9 @@ export class ConsulDiscovery implements DiscoveryAdapter {
       ;[res, body] = (await this.#client.health.service(options as unknown as Parameters<Consul['health']['service']>[0])) as unknown as [typeof res, unknown]
     } catch (err) {
       // p-retry does not retry TypeErrors; everything here is worth retrying.
-      throw new Error(`consul ${this.#config.url}: ${(err as Error).message}`, { cause: err })
+      const message = (err as Error).message
+      const hint = /socket hang up|other side closed|ECONNRESET/i.test(message) ? `; ${CONNECTION_LIMIT_HINT}` : ''
+      throw new Error(`consul ${this.#config.url}: ${message}${hint}`, { cause: err })
     }
     const index = Number(res.headers['x-consul-index'])
     if (!Number.isFinite(index)) this.#index = 0
