@@ -1,6 +1,9 @@
 import { after, before, describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { Etcd3 } from 'etcd3'
 import { pino } from 'pino'
 import { Agent } from 'undici'
@@ -62,8 +65,10 @@ describe('etcd discovery against a real etcd', () => {
     })
   }
 
-  async function sidecarFor(name: string, service: Record<string, unknown> = {}): Promise<RunningSidecar> {
-    const s = await startSidecar({ discovery: { etcd: { endpoints: [etcd.url], prefix: PREFIX } }, services: { [name]: { source: 'etcd', ...service } } })
+  async function sidecarFor(name: string, service: Record<string, unknown> = {}, stateDir?: string): Promise<RunningSidecar> {
+    const discovery: Record<string, unknown> = { etcd: { endpoints: [etcd.url], prefix: PREFIX } }
+    if (stateDir !== undefined) discovery.stateDir = stateDir
+    const s = await startSidecar({ discovery, services: { [name]: { source: 'etcd', ...service } } })
     cleanup.push(() => s.stop())
     return s
   }
@@ -238,7 +243,8 @@ describe('etcd discovery against a real etcd', () => {
   test('keeps routing while etcd is down (stale), follows changes after it returns; a sidecar started meanwhile gets ready then', async (t) => {
     const [a, b] = [await upstream('a'), await upstream('b')]
     await client.put(`${PREFIX}outage/a`).value(a.address)
-    const s = await sidecarFor('outage')
+    const stateDir = mkdtempSync(path.join(tmpdir(), 'outrigger-state-'))
+    const s = await sidecarFor('outage', {}, stateDir)
     await untilRoutedTo(s, 'outage', 'a')
 
     // Steady sequential traffic, one request every ~20 ms, through the whole outage.
@@ -270,6 +276,11 @@ describe('etcd discovery against a real etcd', () => {
     await waitFor('the late sidecar to report etcd unreachable', () => late.sidecar.clusters()[0]!.discovery.error !== null, 15_000)
     assert.equal((await send(agent, `${late.adminUrl}/readyz`)).status, 503)
     assert.ok((await services(s))[0]!.stale, 'still stale')
+    // One that shares the first sidecar's stateDir routes at once from the saved endpoints.
+    const restarted = await sidecarFor('outage', {}, stateDir)
+    await waitFor('the restarted sidecar to route from stateDir', async () => (await get(restarted, 'outage')).status === 200, 15_000)
+    assert.equal((await send(agent, `${restarted.adminUrl}/readyz`)).status, 200)
+    assert.deepEqual((await services(restarted)).map((v) => v.stale), [true])
 
     // Keep etcd down for 3 s before it restarts (which takes another second or two), under traffic,
     // so the adapter is well into its backoff.
