@@ -46,6 +46,8 @@ import type { ServiceView } from '../src/admin/services-view.ts'
 import { closedPort, residentMemory, startCli } from '../integration/helpers.ts'
 import type { RunningCli } from '../integration/helpers.ts'
 import { registryBinaries, startConsul, startEtcd } from '../integration/registries/servers.ts'
+import { percentile } from './stats.ts'
+import { prng } from '../test/support/prng.ts'
 
 const CHANGES = Number(process.env.CHANGES ?? 100)
 const SERVICES = Number(process.env.SERVICES ?? 1000)
@@ -78,26 +80,9 @@ const startedAt = performance.now()
 
 // --- small helpers ------------------------------------------------------------------------------
 
-/** mulberry32: a seeded PRNG, so two runs make the same changes in the same order. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 const random = prng(SEED)
 
 /** Nearest-rank percentile (p in 0–100) of the finite values; NaN when there are none. */
-function percentile(xs: readonly number[], p: number): number {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b)
-  if (s.length === 0) return Number.NaN
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!
-}
-
 const int = (n: number): string => n.toLocaleString('en-US')
 const ms = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '–')
 const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(0)} MiB`

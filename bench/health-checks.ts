@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { pino } from 'pino'
 import type { ActiveHealthCheckConfig } from '../src/config/types.ts'
 import { ActiveHealthChecker } from '../src/health/active.ts'
+import { median } from './stats.ts'
 
 const ENDPOINTS = Number(process.env.ENDPOINTS ?? 1000)
 const WINDOWS = Number(process.env.WINDOWS ?? 3)
@@ -77,12 +78,6 @@ function startEndpoints(count: number): Promise<{ child: ChildProcess; ports: nu
     })
     child.once('exit', (code) => reject(new Error(`endpoints child exited with ${code}`)))
   })
-}
-
-const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = s.length >> 1
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
 
 interface Row {

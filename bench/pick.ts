@@ -32,6 +32,7 @@ import type { Balancer, PickContext, Picker } from '../src/balancer/types.ts'
 import { WeightedBalancer } from '../src/balancer/weighted.ts'
 import type { ClusterLoad } from '../src/cluster/host.ts'
 import { Host } from '../src/cluster/host.ts'
+import { median } from './stats.ts'
 
 const RUNS = Number(process.env.RUNS ?? 7)
 const WARMUP_RUNS = 2
@@ -88,12 +89,6 @@ interface RowResult {
   name: string
   sizes: SizeResult[]
   checksum: number
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = s.length >> 1
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
 
 /** `n` hosts of one cluster: weights 1–5 and 0–3 requests in flight each, fixed by index. */

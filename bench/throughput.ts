@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { Agent, request } from 'undici'
+import { median } from './stats.ts'
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3)
 const SECONDS = Number(process.env.SECONDS ?? 5)
@@ -58,12 +59,6 @@ async function load(url: string, host: string, seconds: number): Promise<{ rps: 
   const elapsed = (performance.now() - start) / 1000
   await agent.close()
   return { rps: done / elapsed, errors }
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = s.length >> 1
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
 
 const upstream = await startProcess([path.join(import.meta.dirname, 'upstream.ts')], /^(\d+)$/)
