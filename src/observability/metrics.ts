@@ -148,8 +148,12 @@ export class ServiceMetrics {
     this.inFlight = metrics.inFlight.labels(service)
     this.discoveryUpdates = metrics.bind(metrics.discoveryUpdates, { service, source })
     this.discoveryErrors = metrics.bind(metrics.discoveryErrors, { service, source })
+    // Exported at 0 from the start (prom-client shows a child only once touched), so rate() and
+    // "absent" alerts work before the first retry or discovery error.
     this.inFlight.set(0)
     this.retries.inc(0)
+    this.discoveryUpdates.inc(0)
+    this.discoveryErrors.inc(0)
   }
 
   /** Counts an answered request by status code. */
