@@ -108,10 +108,7 @@ export class HttpProbe {
         }
       }
       if (p.state === 'body') {
-        const take = Math.min(p.remaining, p.buffer.length)
-        p.remaining -= take
-        p.buffer = p.buffer.slice(take)
-        if (p.remaining > 0) return
+        if (!skipRemaining(p)) return
         p.state = 'done'
       }
       if (p.state === 'chunk-size') {
@@ -129,10 +126,7 @@ export class HttpProbe {
         continue
       }
       if (p.state === 'chunk') {
-        const take = Math.min(p.remaining, p.buffer.length)
-        p.remaining -= take
-        p.buffer = p.buffer.slice(take)
-        if (p.remaining > 0) return
+        if (!skipRemaining(p)) return
         p.state = 'chunk-size'
         continue
       }
@@ -182,6 +176,14 @@ interface Pending {
   reused: boolean
   timer: NodeJS.Timeout
   close?: boolean
+}
+
+/** Drops up to `remaining` buffered body bytes; true once all of them have arrived. */
+function skipRemaining(p: Pending): boolean {
+  const take = Math.min(p.remaining, p.buffer.length)
+  p.remaining -= take
+  p.buffer = p.buffer.slice(take)
+  return p.remaining === 0
 }
 
 function verdict(status: number): string | null {

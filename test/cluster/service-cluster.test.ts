@@ -12,6 +12,7 @@ import { ServiceCluster } from '../../src/cluster/service-cluster.ts'
 import { parseConfig } from '../../src/config/load.ts'
 import type { ServiceConfig } from '../../src/config/types.ts'
 import type { Endpoint } from '../../src/discovery/types.ts'
+import { hostAt } from '../support/cluster.ts'
 
 const logger = pino({ level: 'silent' })
 
@@ -48,12 +49,6 @@ function harness(t: TestContext, extra: Record<string, unknown> = {}): Harness {
   h.cluster = new ServiceCluster(serviceConfig(extra), new RoundRobinBalancer(), logger, observer, () => h.now.ms)
   t.after(() => h.cluster.close())
   return h
-}
-
-function hostAt(cluster: ServiceCluster, port: number): Host {
-  const host = cluster.hosts().find((x) => x.port === port)
-  assert.ok(host !== undefined, `no host on port ${port}`)
-  return host
 }
 
 /** The set of ports picked over `count` first attempts. */

@@ -13,6 +13,7 @@ import { SLOW_START_MIN_FACTOR, SLOW_START_MIN_STEP_MS, SLOW_START_STEPS, Servic
 import { parseConfig } from '../../src/config/load.ts'
 import type { ServiceConfig } from '../../src/config/types.ts'
 import type { Endpoint } from '../../src/discovery/types.ts'
+import { hostAt } from '../support/cluster.ts'
 
 const logger = pino({ level: 'silent' })
 
@@ -60,12 +61,6 @@ function harness(t: TestContext, balancer: Balancer = new RoundRobinBalancer(), 
   }
   t.after(() => h.cluster.close())
   return h
-}
-
-function hostAt(cluster: ServiceCluster, port: number): Host {
-  const host = cluster.hosts().find((x) => x.port === port)
-  assert.ok(host !== undefined, `no host on port ${port}`)
-  return host
 }
 
 /** Picks per port over `count` first attempts. */

@@ -12,6 +12,7 @@ import { parseConfig } from '../../src/config/load.ts'
 import type { ServiceConfig } from '../../src/config/types.ts'
 import { OutlierDetector, clockTime } from '../../src/health/outlier.ts'
 import type { AttemptOutcome } from '../../src/observability/metrics.ts'
+import { hostAt } from '../support/cluster.ts'
 
 const logger = pino({ level: 'silent' })
 
@@ -65,12 +66,6 @@ function harness(t: TestContext, options: { hosts?: number; passive?: Record<str
   h.cluster.setEndpoints(Array.from({ length: count }, (_, i) => ({ address: '127.0.0.1', port: 1001 + i, weight: 1, meta: {} })))
   h.changes = 0
   return h
-}
-
-function hostAt(cluster: ServiceCluster, port: number): Host {
-  const host = cluster.hosts().find((x) => x.port === port)
-  assert.ok(host !== undefined, `no host on port ${port}`)
-  return host
 }
 
 function isEjected(host: Host): boolean {
