@@ -184,6 +184,25 @@ describe('reload', () => {
     await running.sidecar.reload(configOf(running, { services: services() }))
   })
 
+  it('follows a new endpoint list under load: the endpoint that left drains, no request fails, its series go', async (t) => {
+    const traffic = load(running.url, 'c', 64)
+    await waitFor('load to warm up', () => traffic.done >= 300, 30_000)
+    const next = { ...services(), c: { source: 'static', endpoints: [c[0]!.address, c[1]!.address] } }
+    const result = await running.sidecar.reload(configOf(running, { services: next }))
+    assert.deepEqual(result.changed, ['c'])
+    const hitsAtReload = c[2]!.hits
+    const doneAtReload = traffic.done
+    await waitFor('more load after the reload', () => traffic.done >= doneAtReload + 500, 30_000)
+    await traffic.stop()
+    t.diagnostic(`requests to c: ${traffic.done}, failed: ${traffic.failures.length}; c3 hits after the reload: ${c[2]!.hits - hitsAtReload}`)
+    assert.deepEqual(traffic.failures.slice(0, 5), [])
+    // At most the requests already in flight at the swap reach the endpoint that left.
+    assert.ok(c[2]!.hits - hitsAtReload <= 64, `c3 got ${c[2]!.hits - hitsAtReload} requests after it left`)
+    const metricsText = async (): Promise<string> => (await request(`${running.adminUrl}/metrics`)).body.text()
+    await waitFor('the series of the endpoint that left to go', async () => !(await metricsText()).includes(`endpoint="${c[2]!.address}"`), 30_000)
+    await running.sidecar.reload(configOf(running, { services: services() }))
+  })
+
   it('changes only routes without rebuilding the service', async () => {
     const before = running.sidecar.clusters().find((x) => x.name === 'a')!
     const next = { ...services(), a: { source: 'static', endpoints: [a.address], routes: [{ pathPrefix: '/a/', stripPrefix: true }] } }

@@ -86,6 +86,11 @@ export class Sidecar {
   /** Resolves when stop() is called: a reload waiting for discovery gives up. */
   readonly #stopRequested: Promise<void>
   #requestStop!: () => void
+  /**
+   * Clusters not yet closed, by service name: during a reload a service has two (the old one draining,
+   * the new one serving), and an endpoint's metric series belong to both until neither has it.
+   */
+  readonly #liveClusters = new Map<string, Set<ServiceCluster>>()
   /** Reloads run one at a time, in order. */
   #reloading: Promise<unknown> = Promise.resolve()
   /** Listeners and clusters a reload replaced, still finishing their in-flight requests. */
@@ -220,15 +225,12 @@ export class Sidecar {
         unwatch.delete(host)
         outlier?.forget(host)
       },
-      onHostRemoved: (cluster, host) => {
-        // A cluster replaced by a reload may finish draining a host after its successor took the
-        // same endpoint: those series are the successor's now.
-        const current = this.#services.get(cluster.name)?.runtime.cluster
-        if (current !== undefined && current !== cluster && current.hosts().some((h) => h.key === host.key)) return
-        metrics.removeHost(cluster.name, host)
-      },
+      onHostRemoved: (cluster, host) => this.#removeHostSeries(cluster, host),
     }
     const cluster = new ServiceCluster(config, factory(config), logger, observer)
+    let live = this.#liveClusters.get(config.name)
+    if (live === undefined) this.#liveClusters.set(config.name, (live = new Set()))
+    live.add(cluster)
     if (passive !== undefined) outlier = new OutlierDetector(cluster, passive, logger.child({ service: config.name }), Date.now, { onEject: (host) => metrics.ejection(config.name, host) })
     const runtime: ServiceRuntime = {
       name: config.name,
@@ -492,6 +494,22 @@ export class Sidecar {
     return [this.#shared, ...[...this.#services.values()].flatMap((s) => (s.listener === null ? [] : [s.listener]))]
   }
 
+  /** Drops an endpoint's series when no live cluster of its service has that endpoint any more. */
+  #removeHostSeries(cluster: ServiceCluster, host: Host): void {
+    for (const other of this.#liveClusters.get(cluster.name) ?? []) {
+      if (other !== cluster && other.hosts().some((h) => h.key === host.key)) return
+    }
+    this.metrics.removeHost(cluster.name, host)
+  }
+
+  /** A cluster closed for good: it no longer holds series, and those only it held go. */
+  #clusterClosed(cluster: ServiceCluster, hosts: readonly Host[]): void {
+    const live = this.#liveClusters.get(cluster.name)
+    live?.delete(cluster)
+    if (live?.size === 0) this.#liveClusters.delete(cluster.name)
+    for (const host of hosts) this.#removeHostSeries(cluster, host)
+  }
+
   /** Stops a replaced or removed service once its in-flight requests are done. */
   #retireService(s: RunningService, how: { keepDiscovery: boolean; keepListener: boolean; removed: boolean }): void {
     const cluster = s.runtime.cluster
@@ -501,21 +519,25 @@ export class Sidecar {
       s.runtime.outlier?.stop()
       // After the successor subscribed (it was seeded before the swap), so shared check loops go on.
       s.unwatchHealth()
-    }, () => {
-      if (how.removed && !this.#services.has(cluster.name)) this.metrics.removeService(cluster)
+    }, (hosts) => {
+      if (how.removed && !this.#services.has(cluster.name)) {
+        this.#clusterClosed(cluster, [])
+        this.metrics.removeService(cluster)
+      } else this.#clusterClosed(cluster, hosts)
     })
   }
 
   /** Drains listeners and closes a cluster in the background, tracked for stop(). */
-  #retire(listeners: ProxyListener[], cluster: ServiceCluster | null, first?: () => Promise<void>, last?: () => void): void {
+  #retire(listeners: ProxyListener[], cluster: ServiceCluster | null, first?: () => Promise<void>, last?: (hosts: Host[]) => void): void {
     const entry = {
       listeners,
       done: (async () => {
         await first?.()
         await Promise.all(listeners.map((l) => l.drain()))
+        const hosts = cluster === null ? [] : [...cluster.hosts(), ...cluster.drainingHosts()]
         await cluster?.close()
         for (const l of listeners) l.destroy()
-        last?.()
+        last?.(hosts)
       })().catch((err: unknown) => this.#logger.error({ err }, 'retiring a replaced service failed')),
       destroy: async () => {
         for (const l of listeners) l.destroy()
@@ -532,7 +554,9 @@ export class Sidecar {
     if (s.discovery !== this.#services.get(s.runtime.name)?.discovery) await s.discovery.stop()
     s.runtime.outlier?.stop()
     s.unwatchHealth()
+    const hosts = [...s.runtime.cluster.hosts(), ...s.runtime.cluster.drainingHosts()]
     await s.runtime.cluster.destroy()
+    this.#clusterClosed(s.runtime.cluster, previousSource === null ? [] : hosts)
     if (previousSource === null) this.metrics.removeService(s.runtime.cluster)
     else this.metrics.replaceCluster(s.runtime.cluster, s.discovery.source, previousSource)
   }

@@ -135,7 +135,9 @@ export class Metrics {
       else bound[kept++] = entry
     }
     bound.length = kept
-    hostCounters.delete(host)
+    // A prom-client child is only its label set: an increment after remove() would bring the series
+    // back. The host is gone, so its late increments (a request finishing after) go nowhere.
+    hostCounters.set(host, null)
   }
 
   /** Recomputes `outrigger_endpoints` for a service; called on each cluster change, not per request. */
@@ -158,8 +160,8 @@ export class Metrics {
 
 type CounterChild = ReturnType<Counter<string>['labels']>
 
-/** Per-host attempt counters, bound lazily on the first attempt of each outcome. */
-const hostCounters = new WeakMap<Host, Map<AttemptOutcome, CounterChild>>()
+/** Per-host attempt counters, bound lazily on the first attempt of each outcome; null once removed. */
+const hostCounters = new WeakMap<Host, Map<AttemptOutcome, CounterChild> | null>()
 
 /** The children of one service, bound once. */
 export class ServiceMetrics {
@@ -202,6 +204,7 @@ export class ServiceMetrics {
 
   attempt(host: Host, outcome: AttemptOutcome): void {
     let byOutcome = hostCounters.get(host)
+    if (byOutcome === null) return
     if (byOutcome === undefined) {
       byOutcome = new Map()
       hostCounters.set(host, byOutcome)
