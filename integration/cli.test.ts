@@ -211,7 +211,7 @@ describe('outrigger status', () => {
         '    strategy: weighted',
         `    endpoints: ["${good.address}", { address: 127.0.0.1, port: ${sick.port}, weight: 3 }]`,
         '    healthCheck:',
-        '      active: { type: http, path: /health, interval: 300ms, timeout: 250ms, unhealthyThreshold: 1 }',
+        '      active: { type: http, path: /health, interval: 1s, timeout: 900ms, healthyThreshold: 1, unhealthyThreshold: 1 }',
         '      panicThreshold: 0',
         '',
       ].join('\n'),

@@ -60,7 +60,7 @@ describe('status page in a real headless Chromium', () => {
           source: 'static',
           strategy: 'least-connections',
           endpoints: [a.address, { address: '127.0.0.1', port: b.port, weight: 3 }],
-          healthCheck: { active: { type: 'http', path: '/health', interval: '300ms', timeout: '250ms', healthyThreshold: 1, unhealthyThreshold: 1 }, panicThreshold: 0 },
+          healthCheck: { active: { type: 'http', path: '/health', interval: '1s', timeout: '900ms', healthyThreshold: 1, unhealthyThreshold: 1 }, panicThreshold: 0 },
         },
         web: { source: 'static', strategy: 'weighted', endpoints: [c.address] },
       },
