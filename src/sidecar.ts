@@ -20,6 +20,7 @@ import { ProxyListener } from './proxy/listener.ts'
 import { Router } from './proxy/router.ts'
 import type { ServiceRuntime, StickyCookie } from './proxy/service-runtime.ts'
 import { hashKeyReader } from './proxy/hash-key.ts'
+import { closePolicies, createPolicies, policiesView } from './policies/policies.ts'
 
 /** A problem found while wiring a valid config (a strategy or source this build lacks, a port in use). */
 export class StartupError extends Error {
@@ -90,7 +91,14 @@ export class Sidecar {
       { keepAliveTimeoutMs: 60_000, accessLog, logger: proxyLogger },
     )
     this.#admin = new AdminServer(
-      { clusters: () => [...this.#services.values()].map((s) => s.runtime.cluster), accepting: () => this.#accepting },
+      {
+        clusters: () => [...this.#services.values()].map((s) => s.runtime.cluster),
+        accepting: () => this.#accepting,
+        policies: (name) => {
+          const s = this.#services.get(name)
+          return s === undefined ? null : policiesView(s.runtime)
+        },
+      },
       this.metrics,
       logger.child({ module: 'admin' }),
     )
@@ -175,6 +183,7 @@ export class Sidecar {
       hashKey: config.strategy === 'consistent-hash' ? hashKeyReader(config.hashKey) : null,
       stickyCookie: stickyCookieOf(config),
       outlier,
+      ...createPolicies(config, metrics),
       inFlight: 0,
       retriesInFlight: 0,
     }
@@ -235,7 +244,10 @@ export class Sidecar {
       for (const l of listeners) l.destroy()
     }
     await Promise.all([...this.#services.values()].map((s) => s.discovery.stop()))
-    for (const s of this.#services.values()) s.runtime.outlier?.stop()
+    for (const s of this.#services.values()) {
+      s.runtime.outlier?.stop()
+      closePolicies(s.runtime)
+    }
     await this.#checker.close()
     await this.#state.flush()
     await Promise.all([...this.#services.values()].map((s) => (timedOut ? s.runtime.cluster.destroy() : s.runtime.cluster.close())))

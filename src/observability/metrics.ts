@@ -29,6 +29,7 @@ export class Metrics {
   readonly inFlight = new Gauge({ name: 'outrigger_in_flight_requests', help: 'Requests being forwarded now.', labelNames: ['service'] as const, registers: [this.registry] })
   readonly healthChecks = new Counter({ name: 'outrigger_health_checks_total', help: 'Active health check probes, by endpoint and result (pass or fail).', labelNames: ['endpoint', 'result'] as const, registers: [this.registry] })
   readonly ejections = new Counter({ name: 'outrigger_ejections_total', help: 'Ejections of an endpoint by passive health checking.', labelNames: ['service', 'endpoint'] as const, registers: [this.registry] })
+  readonly policyRejections = new Counter({ name: 'outrigger_policy_rejections_total', help: 'Requests refused by a traffic policy: circuit_breaker (503 overloaded) or rate_limit (429).', labelNames: ['service', 'policy'] as const, registers: [this.registry] })
   readonly panic = new Gauge({ name: 'outrigger_panic', help: '1 while too few endpoints of the service are healthy and health is ignored (panic mode), else 0.', labelNames: ['service'] as const, registers: [this.registry] })
 
   readonly #clusters = new Set<ServiceCluster>()
