@@ -228,14 +228,17 @@ const headerName = () =>
 
 const headerValue = () => z.string().refine((s) => !/[\r\n\0]/.test(s), MESSAGES.headerValue)
 
-/** `{ header-name: value }`, names lower-cased. */
-const headerMap = () =>
+/** `{ header-name: value }`, names lower-cased; `forbidden` (given a lower-cased name) rejects a name as written. */
+const headerMap = (forbidden?: (lower: string) => string | null) =>
   noProtoKey(
     z
       .record(z.string(), headerValue())
       .superRefine((rec, ctx) => {
         if (!isPlainObject(rec)) return
-        for (const key of Object.keys(rec)) if (!TOKEN.test(key)) custom(ctx, MESSAGES.headerName, [key])
+        for (const key of Object.keys(rec)) {
+          const refused = TOKEN.test(key) ? (forbidden?.(key.toLowerCase()) ?? null) : MESSAGES.headerName
+          if (refused !== null) custom(ctx, refused, [key])
+        }
       }, ALWAYS)
       .transform((rec) => {
         const out: Record<string, string> = {}
@@ -365,22 +368,16 @@ const routeHost = () =>
  */
 const UNREWRITABLE_HEADERS = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length', 'expect'])
 const unrewritable = (name: string): boolean => UNREWRITABLE_HEADERS.has(name) || name.startsWith('proxy-')
+const refuseUnrewritable = (lower: string): string | null => (unrewritable(lower) ? MESSAGES.unrewritableHeader : null)
 
 const headerRewriteSchema = z
   .strictObject({
-    set: headerMap().prefault({}).describe('Headers to set: every occurrence already there is replaced by this one value.'),
+    set: headerMap(refuseUnrewritable).prefault({}).describe('Headers to set: every occurrence already there is replaced by this one value.'),
     remove: z.array(headerName()).prefault([]).describe('Header names to remove (every occurrence).'),
   })
   .superRefine((r, ctx) => {
     if (!isPlainObject(r)) return
-    const setNames = new Set<string>()
-    if (isPlainObject(r.set)) {
-      for (const key of Object.keys(r.set)) {
-        const lower = key.toLowerCase()
-        setNames.add(lower)
-        if (unrewritable(lower)) custom(ctx, MESSAGES.unrewritableHeader, ['set', key])
-      }
-    }
+    const setNames = new Set(isPlainObject(r.set) ? Object.keys(r.set).map((k) => k.toLowerCase()) : [])
     if (Array.isArray(r.remove)) {
       for (const [i, item] of (r.remove as unknown[]).entries()) {
         if (typeof item !== 'string') continue
