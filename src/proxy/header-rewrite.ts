@@ -10,6 +10,11 @@ export interface CompiledHeaderRewrite {
   readonly drop: ReadonlySet<string>
   /** `[name, value, ...]` appended once each: `set` replaces every occurrence with one value. */
   readonly set: readonly string[]
+  /**
+   * 1 at the index of each length a dropped name has: a header whose name has another length is
+   * kept without lower-casing it (lower-casing every name was most of the cost).
+   */
+  readonly dropLengths: Uint8Array
 }
 
 /** Null when there is nothing to do, so the data path pays one null check. */
@@ -24,16 +29,22 @@ export function compileHeaderRewrite(rewrite: HeaderRewrite | undefined): Compil
     drop.add(lower)
   }
   for (const name of rewrite.remove) drop.add(name.toLowerCase())
-  return drop.size === 0 ? null : { drop, set }
+  if (drop.size === 0) return null
+  let longest = 0
+  for (const name of drop) longest = Math.max(longest, name.length)
+  const dropLengths = new Uint8Array(longest + 1)
+  for (const name of drop) dropLengths[name.length] = 1
+  return { drop, set, dropLengths }
 }
 
 /** Rewrites `headers` in place: no array is allocated. */
 export function applyHeaderRewrite(headers: string[], rewrite: CompiledHeaderRewrite): void {
   const drop = rewrite.drop
+  const lengths = rewrite.dropLengths
   let kept = 0
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!
-    if (drop.has(name.toLowerCase())) continue
+    if (lengths[name.length] === 1 && drop.has(name.toLowerCase())) continue
     headers[kept++] = name
     headers[kept++] = headers[i + 1]!
   }

@@ -19,6 +19,10 @@ describe('header rewriting', () => {
         ['accept', 'a', 'accept', 'b', 'x-env', 'prod'],
       ],
       [
+        ['X-ENV', 'a', 'x-enw', 'b', 'x-debugger', 'c'], // same length as a dropped name, or a longer one, is kept
+        ['x-enw', 'b', 'x-debugger', 'c', 'x-env', 'prod'],
+      ],
+      [
         ['set-cookie', 'a=1', 'set-cookie', 'b=2'],
         ['set-cookie', 'a=1', 'set-cookie', 'b=2', 'x-env', 'prod'],
       ],
