@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import parsePrometheusTextFormat from 'parse-prometheus-text-format'
 import { Agent, request } from 'undici'
 import type { RunningSidecar, SimpleResponse, Upstream } from './helpers.ts'
-import { closedPort, echoHandler, send, startSidecar, startUpstream, waitFor } from './helpers.ts'
+import { closedPort, echoHandler, rawExchange, send, startSidecar, startUpstream, waitFor } from './helpers.ts'
 import type { ServiceView } from '../src/admin/services-view.ts'
 
 interface GatedUpstream extends Upstream {
@@ -255,6 +255,30 @@ describe('rate limit', () => {
     assert.ok(view.tokens < 1 && view.rejected >= 1, JSON.stringify(view))
     // Refusals take no token, so polling does not delay the recovery.
     await waitFor('a token to come back', async () => (await send(agent, `${sc.url}/`, { headers: { host: 'limited' } })).status === 200)
+  })
+})
+
+describe('rate limit on upgrades', () => {
+  it('answers an Upgrade request beyond the rate with a raw 429 and Retry-After', async () => {
+    const up = await startUpstream('up')
+    // One token per 100 s: after the first request, the next token is 100 s away.
+    const sc = await startSidecar({ services: { ws: { source: 'static', endpoints: [up.address], rateLimit: { requestsPerSecond: 0.01, burst: 1 } } } })
+    const agent = new Agent()
+    try {
+      assert.equal((await send(agent, `${sc.url}/`, { headers: { host: 'ws' } })).status, 200)
+      const port = Number(new URL(sc.url).port)
+      const reply = await rawExchange(port, 'GET /chat HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+      assert.match(reply, /^HTTP\/1\.1 429 Too Many Requests\r\n/)
+      assert.match(reply, /\r\nx-outrigger-error: rate_limited\r\n/)
+      const retryAfter = Number(/\r\nretry-after: (\d+)\r\n/.exec(reply)?.[1])
+      assert.ok(retryAfter > 90 && retryAfter <= 100, `retry-after ${retryAfter}`)
+      assert.ok(reply.endsWith('{"error":"rate_limited","service":"ws"}'))
+      assert.equal(up.hits, 1)
+    } finally {
+      await agent.close()
+      await sc.stop()
+      await up.close()
+    }
   })
 })
 
