@@ -8,6 +8,7 @@ import { createLogger } from './observability/logger.ts'
 import { Sidecar, StartupError } from './sidecar.ts'
 import type { ServiceView } from './admin/services-view.ts'
 import { renderStatusTable } from './status-table.ts'
+import { ConfigReloader } from './reload/reloader.ts'
 
 const HELP: Record<string, string> = {
   main: `outrigger: a load-balancing sidecar for services in Consul, etcd or a file
@@ -138,8 +139,10 @@ async function run(flag: string | undefined, level: string | undefined, pretty: 
   }
   const logger = createLogger({ level: (level ?? 'info') as LevelWithSilent, pretty })
   let sidecar: Sidecar
+  let loadedText: string | null
   try {
     const config = loadConfigFile(file)
+    loadedText = readFileText(file)
     sidecar = await Sidecar.start(config, logger)
   } catch (err) {
     if (err instanceof ConfigError || err instanceof StartupError) {
@@ -150,8 +153,18 @@ async function run(flag: string | undefined, level: string | undefined, pretty: 
     }
     throw err
   }
+  // SIGHUP or a change of the file: reload; an invalid file is refused and the running config kept.
+  const reloader = new ConfigReloader(file, sidecar, logger.child({ module: 'reload' }), loadedText)
+  reloader.watchFile()
+  const onHangup = (): void => {
+    logger.info({ signal: 'SIGHUP' }, 'reloading the config')
+    void reloader.request('SIGHUP')
+  }
+  process.on('SIGHUP', onHangup)
   return new Promise<number>((resolve) => {
     const shutdown = (signal: string): void => {
+      process.off('SIGHUP', onHangup)
+      reloader.close()
       logger.info({ signal }, 'shutting down')
       sidecar.stop().then(
         () => resolve(0),
@@ -164,6 +177,14 @@ async function run(flag: string | undefined, level: string | undefined, pretty: 
     process.once('SIGTERM', () => shutdown('SIGTERM'))
     process.once('SIGINT', () => shutdown('SIGINT'))
   })
+}
+
+function readFileText(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch {
+    return null
+  }
 }
 
 main(process.argv.slice(2)).then(
