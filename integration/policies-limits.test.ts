@@ -6,6 +6,7 @@ import { Agent, request } from 'undici'
 import type { RunningSidecar, SimpleResponse, Upstream } from './helpers.ts'
 import { closedPort, echoHandler, rawExchange, send, startSidecar, startUpstream, waitFor } from './helpers.ts'
 import type { ServiceView } from '../src/admin/services-view.ts'
+import { parseConfig } from '../src/config/load.ts'
 
 interface GatedUpstream extends Upstream {
   /** Requests received and not yet answered. */
@@ -364,5 +365,33 @@ describe('routes by method and header, with header rewriting', () => {
     assert.ok(echoed.rawHeaders.includes('x-debug'))
     assert.deepEqual(res.headers['x-served-by'], ['app-1', 'app-2'])
     assert.equal(res.headers['x-powered-by'], 'app')
+  })
+})
+
+describe('policies across a reload', () => {
+  it('a changed rate limit takes effect at once, and a removed one is gone', async () => {
+    const up = await startUpstream('up')
+    const service = (extra: Record<string, unknown>): Record<string, unknown> => ({ api: { source: 'static', endpoints: [up.address], ...extra } })
+    const sc = await startSidecar({ services: service({ rateLimit: { requestsPerSecond: 0.01, burst: 1 } }) })
+    const reload = (services: Record<string, unknown>): Promise<unknown> => {
+      const current = sc.sidecar.config
+      const config = parseConfig(JSON.stringify({ listen: '127.0.0.1:0', admin: '127.0.0.1:0', discovery: { stateDir: current.discovery.stateDir }, services }), { format: 'json', baseDir: '/tmp', env: {} })
+      return sc.sidecar.reload(config)
+    }
+    const agent = new Agent()
+    const status = async (): Promise<number> => (await send(agent, `${sc.url}/`, { headers: { host: 'api' } })).status
+    try {
+      assert.deepEqual([await status(), await status()], [200, 429])
+      await reload(service({ rateLimit: { requestsPerSecond: 0.01, burst: 3 } }))
+      assert.deepEqual([await status(), await status(), await status(), await status()], [200, 200, 200, 429])
+      await reload(service({}))
+      for (let i = 0; i < 10; i++) assert.equal(await status(), 200)
+      const view = (await services(sc, agent)).find((v) => v.name === 'api')
+      assert.deepEqual(view?.policies, {})
+    } finally {
+      await agent.close()
+      await sc.stop()
+      await up.close()
+    }
   })
 })
