@@ -5,6 +5,7 @@
  *
  *   npm run bench                     # defaults: 3 rounds of 5 s, 64 connections
  *   ROUNDS=5 SECONDS=10 CONNECTIONS=32 npm run bench
+ *   POLICIES=1 npm run bench          # with circuit breaker, rate limit and header rewrites on (never refusing)
  *
  * On a 2-core machine the load generator competes with the proxy for CPU, so absolute figures are
  * lower than with wrk on a separate core; the ratio is what to compare across changes.
@@ -65,7 +66,12 @@ const upstream = await startProcess([path.join(import.meta.dirname, 'upstream.ts
 const upstreamPort = upstream.match[1]!
 const dir = mkdtempSync(path.join(tmpdir(), 'outrigger-bench-'))
 const config = path.join(dir, 'outrigger.yaml')
-writeFileSync(config, `listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nservices:\n  up:\n    source: static\n    endpoints: ["127.0.0.1:${upstreamPort}"]\n`)
+// POLICIES=1: the same service with every traffic policy on but never refusing, to price their hooks.
+const policies = process.env.POLICIES === '1'
+  ? '    circuitBreaker: { maxRequests: 100000, maxPending: 100 }\n    rateLimit: { requestsPerSecond: 1000000000, burst: 1000000 }\n' +
+    '    routes:\n      - host: up\n        requestHeaders: { set: { x-env: prod }, remove: [x-debug] }\n        responseHeaders: { set: { x-served-by: outrigger } }\n'
+  : ''
+writeFileSync(config, `listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nservices:\n  up:\n    source: static\n    endpoints: ["127.0.0.1:${upstreamPort}"]\n${policies}`)
 const proxy = await startProcess([path.join(root, 'src', 'cli.ts'), 'run', '-c', config], /"listen":"([^"]+)".*"msg":"outrigger started"/)
 const proxyAddr = proxy.match[1]!
 

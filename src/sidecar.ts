@@ -21,6 +21,7 @@ import { Router } from './proxy/router.ts'
 import type { ServiceRuntime, StickyCookie } from './proxy/service-runtime.ts'
 import { hashKeyReader } from './proxy/hash-key.ts'
 import { planReload, summarize } from './reload/plan.ts'
+import { closePolicies, createPolicies, policiesView } from './policies/policies.ts'
 
 /** A problem found while wiring a valid config (a strategy or source this build lacks, a port in use). */
 export class StartupError extends Error {
@@ -139,7 +140,14 @@ export class Sidecar {
 
   #createAdmin(): AdminServer {
     return new AdminServer(
-      { clusters: () => [...this.#services.values()].map((s) => s.runtime.cluster), accepting: () => this.#accepting },
+      {
+        clusters: () => [...this.#services.values()].map((s) => s.runtime.cluster),
+        accepting: () => this.#accepting,
+        policies: (name) => {
+          const s = this.#services.get(name)
+          return s === undefined ? null : policiesView(s.runtime)
+        },
+      },
       this.metrics,
       this.#logger.child({ module: 'admin' }),
     )
@@ -240,6 +248,7 @@ export class Sidecar {
       hashKey: config.strategy === 'consistent-hash' ? hashKeyReader(config.hashKey) : null,
       stickyCookie: stickyCookieOf(config),
       outlier,
+      ...createPolicies(config, metrics),
       inFlight: 0,
       retriesInFlight: 0,
     }
@@ -520,6 +529,8 @@ export class Sidecar {
       // After the successor subscribed (it was seeded before the swap), so shared check loops go on.
       s.unwatchHealth()
     }, (hosts) => {
+      // Only now: requests still waiting on the old breaker got their slots as the old ones finished.
+      closePolicies(s.runtime)
       if (how.removed && !this.#services.has(cluster.name)) {
         this.#clusterClosed(cluster, [])
         this.metrics.removeService(cluster)
@@ -553,6 +564,7 @@ export class Sidecar {
     // A cluster that was to take over the running adapter leaves it running.
     if (s.discovery !== this.#services.get(s.runtime.name)?.discovery) await s.discovery.stop()
     s.runtime.outlier?.stop()
+    closePolicies(s.runtime)
     s.unwatchHealth()
     const hosts = [...s.runtime.cluster.hosts(), ...s.runtime.cluster.drainingHosts()]
     await s.runtime.cluster.destroy()
@@ -593,7 +605,10 @@ export class Sidecar {
       await Promise.all(retiring.map((r) => r.destroy()))
     }
     await Promise.all([...this.#services.values()].map((s) => s.discovery.stop()))
-    for (const s of this.#services.values()) s.runtime.outlier?.stop()
+    for (const s of this.#services.values()) {
+      s.runtime.outlier?.stop()
+      closePolicies(s.runtime)
+    }
     await this.#checker.close()
     await this.#state.flush()
     await Promise.all([...this.#services.values()].map((s) => (timedOut ? s.runtime.cluster.destroy() : s.runtime.cluster.close())))

@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import type { ServiceCluster } from '../cluster/service-cluster.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { serviceView } from './services-view.ts'
+import type { PoliciesView } from '../policies/policies.ts'
 import { STATUS_PAGE_HEADERS, STATUS_PAGE_HTML } from './status-page.ts'
 
 /** What the admin API reads; supplied by the sidecar so a reload can swap the clusters. */
@@ -11,6 +12,8 @@ export interface AdminSource {
   clusters(): readonly ServiceCluster[]
   /** False once shutdown began: `/readyz` turns 503 so an orchestrator stops sending. */
   accepting(): boolean
+  /** A service's traffic policies as `/api/services` shows them; absent or null: none. */
+  policies?(service: string): PoliciesView | null
 }
 
 /** The admin listener: `/healthz`, `/readyz`, `/metrics`, `/api/services` and the status page. */
@@ -75,7 +78,7 @@ export class AdminServer {
         return
       }
       case '/api/services':
-        send(res, 200, 'application/json', JSON.stringify(this.#source.clusters().map(serviceView)))
+        send(res, 200, 'application/json', JSON.stringify(this.#source.clusters().map((c) => serviceView(c, this.#source.policies?.(c.name) ?? {}))))
         return
       case '/':
         send(res, 200, 'text/html; charset=utf-8', STATUS_PAGE_HTML, STATUS_PAGE_HEADERS)

@@ -1,6 +1,7 @@
 import type { Host } from '../cluster/host.ts'
 import { flagNames } from '../cluster/host.ts'
 import type { ServiceCluster } from '../cluster/service-cluster.ts'
+import type { PoliciesView } from '../policies/policies.ts'
 
 /** One endpoint as `/api/services` shows it (the contract's field names). */
 export interface EndpointView {
@@ -22,6 +23,8 @@ export interface ServiceView {
   panic: boolean
   discovery: { lastUpdate: string | null; error: string | null; stalenessSeconds: number }
   endpoints: EndpointView[]
+  /** One key per configured traffic policy (`circuitBreaker`, `rateLimit`); `{}` when none. */
+  policies?: PoliciesView
 }
 
 function endpointView(host: Host): EndpointView {
@@ -38,7 +41,7 @@ function endpointView(host: Host): EndpointView {
 }
 
 /** The `/api/services` document: members first, then hosts still draining. */
-export function serviceView(cluster: ServiceCluster): ServiceView {
+export function serviceView(cluster: ServiceCluster, policies: PoliciesView = {}): ServiceView {
   const d = cluster.discovery
   return {
     name: cluster.name,
@@ -52,5 +55,6 @@ export function serviceView(cluster: ServiceCluster): ServiceView {
       stalenessSeconds: cluster.stalenessSeconds(),
     },
     endpoints: [...cluster.hosts().map(endpointView), ...cluster.drainingHosts().map(endpointView)],
+    policies,
   }
 }

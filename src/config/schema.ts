@@ -49,6 +49,7 @@ export const MESSAGES = {
   headerName: 'must be a header name (letters, digits and !#$%&\'*+-.^_`|~)',
   headerValue: 'must not contain line breaks',
   method: 'must be an HTTP method like GET',
+  unrewritableHeader: 'is a hop-by-hop or framing header, which the proxy manages itself and a route cannot rewrite',
   httpPath: 'must start with /',
   routeHost: 'must be a host name like api.internal (without a port)',
   host: 'must be a host name or an IP address',
@@ -227,14 +228,17 @@ const headerName = () =>
 
 const headerValue = () => z.string().refine((s) => !/[\r\n\0]/.test(s), MESSAGES.headerValue)
 
-/** `{ header-name: value }`, names lower-cased. */
-const headerMap = () =>
+/** `{ header-name: value }`, names lower-cased; `forbidden` (given a lower-cased name) rejects a name as written. */
+const headerMap = (forbidden?: (lower: string) => string | null) =>
   noProtoKey(
     z
       .record(z.string(), headerValue())
       .superRefine((rec, ctx) => {
         if (!isPlainObject(rec)) return
-        for (const key of Object.keys(rec)) if (!TOKEN.test(key)) custom(ctx, MESSAGES.headerName, [key])
+        for (const key of Object.keys(rec)) {
+          const refused = TOKEN.test(key) ? (forbidden?.(key.toLowerCase()) ?? null) : MESSAGES.headerName
+          if (refused !== null) custom(ctx, refused, [key])
+        }
       }, ALWAYS)
       .transform((rec) => {
         const out: Record<string, string> = {}
@@ -357,12 +361,33 @@ const routeHost = () =>
     .transform((s) => s.toLowerCase())
     .refine((s) => isValidHost(s) || (s.startsWith('[') && s.endsWith(']') && isValidHost(s.slice(1, -1))), MESSAGES.routeHost)
 
+/**
+ * Headers a route may not rewrite: the hop-by-hop ones (stripped at every hop, so setting one would
+ * smuggle it through), and the body's framing, which node and undici write themselves (undici
+ * throws on a `transfer-encoding`, `expect` or `keep-alive` request header).
+ */
+const UNREWRITABLE_HEADERS = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length', 'expect'])
+const unrewritable = (name: string): boolean => UNREWRITABLE_HEADERS.has(name) || name.startsWith('proxy-')
+const refuseUnrewritable = (lower: string): string | null => (unrewritable(lower) ? MESSAGES.unrewritableHeader : null)
+
 const headerRewriteSchema = z
   .strictObject({
-    set: headerMap().prefault({}).describe('Headers to set (replacing any value already there).'),
-    remove: z.array(headerName()).prefault([]).describe('Header names to remove.'),
+    set: headerMap(refuseUnrewritable).prefault({}).describe('Headers to set: every occurrence already there is replaced by this one value.'),
+    remove: z.array(headerName()).prefault([]).describe('Header names to remove (every occurrence).'),
   })
-  .describe('Header rewriting: `set` and `remove`.')
+  .superRefine((r, ctx) => {
+    if (!isPlainObject(r)) return
+    const setNames = new Set(isPlainObject(r.set) ? Object.keys(r.set).map((k) => k.toLowerCase()) : [])
+    if (Array.isArray(r.remove)) {
+      for (const [i, item] of (r.remove as unknown[]).entries()) {
+        if (typeof item !== 'string') continue
+        const lower = item.toLowerCase()
+        if (unrewritable(lower)) custom(ctx, MESSAGES.unrewritableHeader, ['remove', i])
+        else if (setNames.has(lower)) custom(ctx, 'is also in set: a header is either set or removed', ['remove', i])
+      }
+    }
+  }, ALWAYS)
+  .describe('Header rewriting: `set` replaces (names are case-insensitive), `remove` drops; hop-by-hop and framing headers cannot be rewritten.')
 
 const routeSchema = z
   .strictObject({

@@ -8,6 +8,10 @@ import { statusClass } from '../observability/metrics.ts'
 import type { ErrorCode } from './errors.ts'
 import { ERROR_STATUS, sendError } from './errors.ts'
 import { downstreamResponseHeaders } from './headers.ts'
+import type { CompiledHeaderRewrite } from './header-rewrite.ts'
+import { applyHeaderRewrite } from './header-rewrite.ts'
+import type { PendingRequest } from '../policies/circuit-breaker.ts'
+import { Admission } from '../policies/circuit-breaker.ts'
 import type { ServiceRuntime } from './service-runtime.ts'
 import { retryAllowed } from './service-runtime.ts'
 
@@ -16,6 +20,12 @@ const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', '
 
 /** undici error codes that mean the upstream took too long. */
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/** Circuit-breaker states of a request: none configured or not holding one, waiting, holding a slot. */
+const SLOT_NONE = 0
+const SLOT_PENDING = 1
+const SLOT_HELD = 2
+type SlotState = typeof SLOT_NONE | typeof SLOT_PENDING | typeof SLOT_HELD
 
 /** What the access log records of one attempt. */
 export interface AttemptRecord {
@@ -36,6 +46,8 @@ export interface ForwardOptions {
   stickyToken: string | null
   /** Access-log sink, or null when the access log is off (then no attempt list is kept). */
   accessLog: Logger | null
+  /** The matched route's response header rewrite, or null. */
+  responseHeaders: CompiledHeaderRewrite | null
 }
 
 /**
@@ -53,7 +65,7 @@ export interface ForwardOptions {
  * - Once the response started, never.
  * Every retry also needs the service's retry budget and an attempt left in `retry.attempts`.
  */
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   readonly #req: IncomingMessage
   readonly #res: ServerResponse
   readonly #service: ServiceRuntime
@@ -72,6 +84,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #retrying = false
   #attempt = 0
   #status = 0
+  /** Where this request stands with the service's circuit breaker (see SLOT_*). */
+  #slot: SlotState = SLOT_NONE
 
   constructor(req: IncomingMessage, res: ServerResponse, service: ServiceRuntime, options: ForwardOptions) {
     this.#req = req
@@ -87,7 +101,32 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#service.inFlight++
     this.#service.metrics.inFlight.inc()
     this.#res.once('close', this.#onClientClose)
+    const breaker = this.#service.circuitBreaker
+    if (breaker !== null) {
+      const admission = breaker.acquire(this)
+      if (admission === Admission.PENDING) {
+        this.#slot = SLOT_PENDING
+        return
+      }
+      if (admission === Admission.REJECTED) {
+        this.#fail('overloaded')
+        return
+      }
+      this.#slot = SLOT_HELD
+    }
     this.#dispatch()
+  }
+
+  /** The circuit breaker handed this waiting request a slot. */
+  onSlot(): void {
+    this.#slot = SLOT_HELD
+    this.#dispatch()
+  }
+
+  /** The circuit breaker gave up on this waiting request. */
+  onPendingTimeout(): void {
+    this.#slot = SLOT_NONE
+    this.#fail('overloaded')
   }
 
   #dispatch(): void {
@@ -130,6 +169,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const res = this.#res
     const raw = (controller as Dispatcher.DispatchController & { rawHeaders?: Buffer[] }).rawHeaders ?? []
     const headers = downstreamResponseHeaders(raw)
+    if (this.#options.responseHeaders !== null) applyHeaderRewrite(headers, this.#options.responseHeaders)
     const sticky = this.#service.stickyCookie
     // Pin the client to the host that answered: when it had no cookie, or its host failed over.
     if (sticky !== null && this.#host !== null && this.#host.stickyToken !== this.#options.stickyToken) {
@@ -242,6 +282,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
         attempts: this.#attempts,
       })
     }
+    if (this.#slot === SLOT_HELD) {
+      // Last: the slot may go straight to a waiting request, which dispatches from inside this call.
+      this.#slot = SLOT_NONE
+      service.circuitBreaker!.release()
+    }
   }
 
   readonly #onDrain = (): void => {
@@ -251,6 +296,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
   readonly #onClientClose = (): void => {
     if (this.#res.writableFinished || this.#done) return
     this.#clientGone = true
+    if (this.#slot === SLOT_PENDING) {
+      // Never dispatched: leave the queue and count the request as abandoned by its client.
+      this.#slot = SLOT_NONE
+      this.#service.circuitBreaker!.cancel(this)
+      this.#finish(499)
+      return
+    }
     if (this.#controller !== null) this.#controller.abort(new Error('client went away'))
   }
 }

@@ -7,6 +7,7 @@ import { normalizeHost, stripPathPrefix } from './router.ts'
 import { sendError, writeRawError } from './errors.ts'
 import { clientIp, upstreamRequestHeaders } from './headers.ts'
 import { Exchange } from './forwarder.ts'
+import { applyHeaderRewrite } from './header-rewrite.ts'
 import { UpgradeExchange } from './upgrade.ts'
 import type { ServiceRuntime } from './service-runtime.ts'
 import { hashString } from '../balancer/hash.ts'
@@ -27,6 +28,8 @@ interface Resolved {
   path: string
   /** Host to send upstream for an absolute-form request (its authority); null keeps the Host header. */
   hostOverride: string | null
+  /** The route that matched; null on a dedicated listener. */
+  route: Route<ServiceRuntime> | null
 }
 
 /**
@@ -103,11 +106,11 @@ export class ProxyListener {
       if (hostOverride === '') return 'bad'
     }
     const target = this.target
-    if (target.kind === 'dedicated') return { service: target.service, path: url, hostOverride }
+    if (target.kind === 'dedicated') return { service: target.service, path: url, hostOverride, route: null }
     const host = normalizeHost(hostOverride ?? req.headers.host ?? '')
     const route: Route<ServiceRuntime> | null = target.router.match(host, url, req.method!, req.headers)
     if (route === null) return null
-    return { service: route.target, path: route.stripPrefix === null ? url : stripPathPrefix(url, route.stripPrefix), hostOverride }
+    return { service: route.target, path: route.stripPrefix === null ? url : stripPathPrefix(url, route.stripPrefix), hostOverride, route }
   }
 
   readonly #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
@@ -123,9 +126,18 @@ export class ProxyListener {
       sendError(res, 'no_route', null)
       return
     }
+    const service = resolved.service
+    if (service.rateLimit !== null) {
+      const retryAfterSeconds = service.rateLimit.take()
+      if (retryAfterSeconds !== 0) {
+        rateLimited(res, service, retryAfterSeconds)
+        return
+      }
+    }
     const client = clientIp(req.socket.remoteAddress)
     const { headers } = upstreamRequestHeaders(req.rawHeaders, client, 'http', resolved.hostOverride)
-    const service = resolved.service
+    const route = resolved.route
+    if (route !== null && route.requestHeaders !== null) applyHeaderRewrite(headers, route.requestHeaders)
     let hash = -1
     let stickyToken: string | null = null
     if (service.hashKey !== null) {
@@ -145,6 +157,7 @@ export class ProxyListener {
       hash,
       stickyToken,
       accessLog: this.#options.accessLog,
+      responseHeaders: route === null ? null : route.responseHeaders,
     }).start()
   }
 
@@ -167,8 +180,16 @@ export class ProxyListener {
       writeRawError(socket, 404, 'no_route', null)
       return
     }
+    const limit = resolved.service.rateLimit
+    const retryAfterSeconds = limit === null ? 0 : limit.take()
+    if (retryAfterSeconds !== 0) {
+      resolved.service.metrics.request(429)
+      writeRawError(socket, 429, 'rate_limited', resolved.service.name, `retry-after: ${retryAfterSeconds}\r\n`)
+      return
+    }
     const client = clientIp(req.socket.remoteAddress)
     const { headers } = upstreamRequestHeaders(req.rawHeaders, client, 'http', resolved.hostOverride)
+    if (resolved.route !== null && resolved.route.requestHeaders !== null) applyHeaderRewrite(headers, resolved.route.requestHeaders)
     const key = resolved.service.hashKey?.(req, resolved.path, client) ?? null
     const hash = key === null || key === '' ? -1 : hashString(key)
     const stickyToken = resolved.service.stickyCookie !== null && hash !== -1 ? key : null
@@ -178,4 +199,10 @@ export class ProxyListener {
   readonly #onConnect = (_req: IncomingMessage, socket: Duplex): void => {
     writeRawError(socket, 405, 'method_not_allowed', null, 'allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE\r\n')
   }
+}
+
+/** 429 `rate_limited` with `Retry-After`, counted like any answered request of the service. */
+function rateLimited(res: ServerResponse, service: ServiceRuntime, retryAfterSeconds: number): void {
+  sendError(res, 'rate_limited', service.name, { 'retry-after': String(retryAfterSeconds) })
+  service.metrics.request(429)
 }

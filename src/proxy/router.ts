@@ -1,4 +1,6 @@
 import type { RouteConfig } from '../config/types.ts'
+import type { CompiledHeaderRewrite } from './header-rewrite.ts'
+import { compileHeaderRewrite } from './header-rewrite.ts'
 
 /** A compiled route: what to match and which service answers. */
 export interface Route<T> {
@@ -11,6 +13,10 @@ export interface Route<T> {
   readonly methods: ReadonlySet<string> | null
   /** Lower-cased names and exact values; every one must be present. */
   readonly headers: ReadonlyArray<readonly [string, string]> | null
+  /** Applied to the upstream request's headers; null when the route rewrites none. */
+  readonly requestHeaders: CompiledHeaderRewrite | null
+  /** Applied to the upstream response's headers; null when the route rewrites none. */
+  readonly responseHeaders: CompiledHeaderRewrite | null
 }
 
 /** Something with the routes of a service on the shared listener. */
@@ -45,7 +51,7 @@ export class Router<T> {
     for (const { routable, target } of services) {
       if (routable.routes.length === 0) {
         if (!routable.hasDedicatedListener) {
-          routes.push({ target, host: routable.name.toLowerCase(), pathPrefix: null, stripPrefix: null, methods: null, headers: null })
+          routes.push({ target, host: routable.name.toLowerCase(), pathPrefix: null, stripPrefix: null, methods: null, headers: null, requestHeaders: null, responseHeaders: null })
         }
         continue
       }
@@ -57,6 +63,8 @@ export class Router<T> {
           stripPrefix: r.stripPrefix && r.pathPrefix !== undefined ? r.pathPrefix : null,
           methods: r.methods === undefined ? null : new Set(r.methods.map((m) => m.toUpperCase())),
           headers: r.headers === undefined ? null : Object.entries(r.headers).map(([k, v]) => [k.toLowerCase(), v] as const),
+          requestHeaders: compileHeaderRewrite(r.requestHeaders),
+          responseHeaders: compileHeaderRewrite(r.responseHeaders),
         })
       }
     }
@@ -88,7 +96,8 @@ export class Router<T> {
 }
 
 function headersMatch(wanted: ReadonlyArray<readonly [string, string]>, headers: Readonly<Record<string, string | string[] | undefined>>): boolean {
-  for (const [name, value] of wanted) {
+  for (let i = 0; i < wanted.length; i++) {
+    const [name, value] = wanted[i]!
     const got = headers[name]
     if (got === undefined) return false
     if (Array.isArray(got) ? !got.includes(value) : got !== value) return false

@@ -3,6 +3,7 @@ import type { ServiceCluster } from '../cluster/service-cluster.ts'
 import type { ServiceMetrics } from '../observability/metrics.ts'
 import type { HashKeyReader } from './hash-key.ts'
 import type { OutlierDetector } from '../health/outlier.ts'
+import type { ServicePolicies } from '../policies/policies.ts'
 
 /** A sticky cookie as set on responses: `name=<host token>; <attributes>`. */
 export interface StickyCookie {
@@ -11,8 +12,11 @@ export interface StickyCookie {
   readonly attributes: string
 }
 
-/** Everything the data path needs about one service, resolved once per config load. */
-export interface ServiceRuntime {
+/**
+ * Everything the data path needs about one service, resolved once per config load. The traffic
+ * policies (`circuitBreaker`, `rateLimit`; null when not configured) come from `createPolicies`.
+ */
+export interface ServiceRuntime extends ServicePolicies {
   readonly name: string
   readonly config: ServiceConfig
   readonly cluster: ServiceCluster

@@ -31,6 +31,7 @@ describe('serviceView', () => {
       panic: false,
       discovery: { lastUpdate: null, error: null, stalenessSeconds: 0 },
       endpoints: [],
+      policies: {},
     })
   })
 

@@ -92,6 +92,39 @@ describe('Router', () => {
     for (const [headers, expected] of table) assert.equal(target(router, 'h', '/pay/1', 'GET', headers), expected, JSON.stringify(headers))
   })
 
+  it('first match wins by method and header within the longest prefix, then falls back to shorter prefixes', () => {
+    const router = new Router([
+      service('admin', [{ pathPrefix: '/pay/admin/', headers: { 'x-role': 'admin' } }]),
+      service('writes', [{ pathPrefix: '/pay/', methods: ['POST', 'PUT'] }]),
+      service('acme', [{ pathPrefix: '/pay/', headers: { 'x-tenant': 'acme' } }]),
+      service('reads', [{ pathPrefix: '/pay/', methods: ['GET'] }]),
+      service('fallback', [{ pathPrefix: '/' }]),
+    ])
+    const table: ReadonlyArray<[method: string, path: string, headers: Headers, expected: string]> = [
+      ['GET', '/pay/admin/x', { 'x-role': 'admin' }, 'admin'],
+      ['POST', '/pay/admin/x', {}, 'writes'], // the longer prefix wants a header it lacks
+      ['POST', '/pay/1', { 'x-tenant': 'acme' }, 'writes'], // both match: config order among equal prefixes
+      ['GET', '/pay/1', { 'x-tenant': 'acme' }, 'acme'],
+      ['GET', '/pay/1', {}, 'reads'],
+      ['HEAD', '/pay/1', {}, 'fallback'], // methods match exactly: HEAD is not GET
+      ['DELETE', '/pay/1', { 'x-tenant': 'other' }, 'fallback'],
+    ]
+    for (const [method, path, headers, expected] of table) assert.equal(target(router, 'h', path, method, headers), expected, `${method} ${path} ${JSON.stringify(headers)}`)
+  })
+
+  it('compiles each route\'s header rewrites once, null where a route has none', () => {
+    const router = new Router([
+      service('pay', [{ pathPrefix: '/pay/', requestHeaders: { set: { 'x-env': 'prod' }, remove: ['x-debug'] }, responseHeaders: { set: { 'x-served-by': 'outrigger' }, remove: [] } }]),
+      service('plain', [{ pathPrefix: '/' }]),
+    ])
+    const [pay, plain] = router.routes
+    assert.deepEqual([...pay!.requestHeaders!.drop], ['x-env', 'x-debug'])
+    assert.deepEqual(pay!.requestHeaders!.set, ['x-env', 'prod'])
+    assert.deepEqual(pay!.responseHeaders!.set, ['x-served-by', 'outrigger'])
+    assert.equal(plain!.requestHeaders, null)
+    assert.equal(plain!.responseHeaders, null)
+  })
+
   it('gives a service with no routes and no dedicated listener an implicit host route on its key', () => {
     const router = new Router([service('Billing', [])])
     assert.equal(router.routes.length, 1)

@@ -11,11 +11,7 @@ describe('notBuiltYet', () => {
     const config = parseConfig(text, { format: 'yaml', baseDir: '/tmp', env: {} })
     assert.deepEqual(notBuiltYet(config), [
       'services.payments.tls',
-      'services.payments.circuitBreaker',
-      'services.payments.rateLimit',
       'services.payments.cache',
-      'services.payments.routes[0].requestHeaders',
-      'services.payments.routes[0].responseHeaders',
     ])
   })
 
