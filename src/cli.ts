@@ -6,6 +6,7 @@ import { loadConfigFile } from './config/load.ts'
 import { ConfigError } from './config/errors.ts'
 import { createLogger } from './observability/logger.ts'
 import { Sidecar, StartupError } from './sidecar.ts'
+import { policyFileProblems } from './policies/service-policies.ts'
 import type { ServiceView } from './admin/services-view.ts'
 import { renderStatusTable } from './status-table.ts'
 
@@ -103,6 +104,11 @@ function validate(flag: string | undefined): number {
   if (file === null) return 1
   try {
     const config = loadConfigFile(file)
+    const problems = policyFileProblems(config)
+    if (problems.length > 0) {
+      process.stdout.write(`${problems.join('\n')}\n`)
+      return 1
+    }
     process.stdout.write(`ok: ${config.services.length} services\n`)
     return 0
   } catch (err) {

@@ -20,6 +20,7 @@ import { ProxyListener } from './proxy/listener.ts'
 import { Router } from './proxy/router.ts'
 import type { ServiceRuntime, StickyCookie } from './proxy/service-runtime.ts'
 import { hashKeyReader } from './proxy/hash-key.ts'
+import { createServicePolicies } from './policies/service-policies.ts'
 
 /** A problem found while wiring a valid config (a strategy or source this build lacks, a port in use). */
 export class StartupError extends Error {
@@ -156,7 +157,7 @@ export class Sidecar {
     const observer: ClusterObserver = {
       onClusterChange: (cluster) => metrics.updateEndpointGauge(cluster),
       onHostAdded: active === undefined ? undefined : (cluster, host) => {
-        unwatch.set(host, this.#checker.watch(host.address, host.port, active, (verdict) => cluster.setHostFlag(host, HostFlag.FAILED_ACTIVE_CHECK, !verdict.healthy, verdict.reason)))
+        unwatch.set(host, this.#checker.watch(host.address, host.port, active, (verdict) => cluster.setHostFlag(host, HostFlag.FAILED_ACTIVE_CHECK, !verdict.healthy, verdict.reason), host.tls))
       },
       onHostLeft: (_cluster, host) => {
         unwatch.get(host)?.()
@@ -165,7 +166,8 @@ export class Sidecar {
       },
       onHostRemoved: (cluster, host) => metrics.removeHost(cluster.name, host),
     }
-    const cluster = new ServiceCluster(config, factory(config), logger, observer)
+    const policies = createServicePolicies(config, metrics, logger.child({ service: config.name }), (path, message) => new StartupError(path, message))
+    const cluster = new ServiceCluster(config, factory(config), logger, observer, Date.now, policies)
     if (passive !== undefined) outlier = new OutlierDetector(cluster, passive, logger.child({ service: config.name }), Date.now, { onEject: (host) => metrics.ejection(config.name, host) })
     const runtime: ServiceRuntime = {
       name: config.name,
@@ -175,6 +177,8 @@ export class Sidecar {
       hashKey: config.strategy === 'consistent-hash' ? hashKeyReader(config.hashKey) : null,
       stickyCookie: stickyCookieOf(config),
       outlier,
+      cache: policies.cache,
+      closePolicies: policies.close,
       inFlight: 0,
       retriesInFlight: 0,
     }
@@ -235,7 +239,10 @@ export class Sidecar {
       for (const l of listeners) l.destroy()
     }
     await Promise.all([...this.#services.values()].map((s) => s.discovery.stop()))
-    for (const s of this.#services.values()) s.runtime.outlier?.stop()
+    for (const s of this.#services.values()) {
+      s.runtime.outlier?.stop()
+      s.runtime.closePolicies()
+    }
     await this.#checker.close()
     await this.#state.flush()
     await Promise.all([...this.#services.values()].map((s) => (timedOut ? s.runtime.cluster.destroy() : s.runtime.cluster.close())))

@@ -22,6 +22,8 @@ export interface ServiceView {
   panic: boolean
   discovery: { lastUpdate: string | null; error: string | null; stalenessSeconds: number }
   endpoints: EndpointView[]
+  /** With `cache:` configured: entries, bytes, hits, misses, revalidated, hitRate. */
+  cache?: Record<string, number>
 }
 
 function endpointView(host: Host): EndpointView {
@@ -40,7 +42,7 @@ function endpointView(host: Host): EndpointView {
 /** The `/api/services` document: members first, then hosts still draining. */
 export function serviceView(cluster: ServiceCluster): ServiceView {
   const d = cluster.discovery
-  return {
+  const view: ServiceView = {
     name: cluster.name,
     source: cluster.config.source,
     strategy: cluster.config.strategy,
@@ -53,4 +55,5 @@ export function serviceView(cluster: ServiceCluster): ServiceView {
     },
     endpoints: [...cluster.hosts().map(endpointView), ...cluster.drainingHosts().map(endpointView)],
   }
+  return cluster.policies === null ? view : Object.assign(view, cluster.policies.view())
 }

@@ -9,10 +9,8 @@ export function notBuiltYet(config: Config): string[] {
   const paths: string[] = []
   for (const s of config.services) {
     const at = `services.${s.name}`
-    if (s.tls !== undefined) paths.push(`${at}.tls`)
     if (s.circuitBreaker !== undefined) paths.push(`${at}.circuitBreaker`)
     if (s.rateLimit !== undefined) paths.push(`${at}.rateLimit`)
-    if (s.cache !== undefined) paths.push(`${at}.cache`)
     for (const [i, r] of s.routes.entries()) {
       if (r.requestHeaders !== undefined) paths.push(`${at}.routes[${i}].requestHeaders`)
       if (r.responseHeaders !== undefined) paths.push(`${at}.routes[${i}].responseHeaders`)

@@ -8,8 +8,9 @@ import { statusClass } from '../observability/metrics.ts'
 import type { ErrorCode } from './errors.ts'
 import { ERROR_STATUS, sendError } from './errors.ts'
 import { downstreamResponseHeaders } from './headers.ts'
-import type { ServiceRuntime } from './service-runtime.ts'
+import type { ResponseTap, ServiceRuntime } from './service-runtime.ts'
 import { retryAllowed } from './service-runtime.ts'
+import { isTlsHandshakeFailure } from '../policies/tls.ts'
 
 /** Methods whose repetition the client has agreed to (RFC 9110 §9.2.2). */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
@@ -36,6 +37,8 @@ export interface ForwardOptions {
   stickyToken: string | null
   /** Access-log sink, or null when the access log is off (then no attempt list is kept). */
   accessLog: Logger | null
+  /** The response cache's view of this request; null when the service has no cache. */
+  tap: ResponseTap | null
 }
 
 /**
@@ -72,6 +75,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #retrying = false
   #attempt = 0
   #status = 0
+  /** Status of an answer the tap wrote itself (a revalidated stored response); 0 when none. */
+  #tapAnswered = 0
 
   constructor(req: IncomingMessage, res: ServerResponse, service: ServiceRuntime, options: ForwardOptions) {
     this.#req = req
@@ -87,6 +92,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#service.inFlight++
     this.#service.metrics.inFlight.inc()
     this.#res.once('close', this.#onClientClose)
+    const tap = this.#options.tap
+    if (tap !== null) {
+      const status = tap.answer(this.#res)
+      if (status !== 0) return this.#finish(status)
+    }
     this.#dispatch()
   }
 
@@ -135,11 +145,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (sticky !== null && this.#host !== null && this.#host.stickyToken !== this.#options.stickyToken) {
       headers.push('set-cookie', `${sticky.name}=${this.#host.stickyToken}; ${sticky.attributes}`)
     }
-    res.writeHead(statusCode, statusMessage, headers)
     this.#responded = true
+    if (this.#options.tap !== null && (this.#tapAnswered = this.#options.tap.onResponseStart(statusCode, headers, res)) !== 0) return
+    res.writeHead(statusCode, statusMessage, headers)
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#tapAnswered !== 0) return
+    this.#options.tap?.onResponseData(chunk)
     if (!this.#res.write(chunk)) {
       controller.pause()
       this.#res.once('drain', this.#onDrain)
@@ -147,9 +160,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    this.#res.end()
+    if (this.#tapAnswered === 0) {
+      this.#res.end()
+      this.#options.tap?.onResponseEnd()
+    }
     this.#endAttempt(statusClass(this.#status))
-    this.#finish(this.#status)
+    this.#finish(this.#tapAnswered === 0 ? this.#status : this.#tapAnswered)
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
@@ -170,7 +186,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const host = this.#host
     let outcome: AttemptOutcome
     let retryable: boolean
-    if (!this.#sent) {
+    if (!this.#sent || isTlsHandshakeFailure(code)) {
       outcome = code === 'UND_ERR_CONNECT_TIMEOUT' ? 'timeout' : 'connect_failed'
       this.#lastError = 'upstream_connect_failed'
       retryable = true
@@ -218,7 +234,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   #fail(code: ErrorCode): void {
-    sendError(this.#res, code, this.#service.name)
+    sendError(this.#res, code, this.#service.name, this.#options.tap?.errorHeaders)
     this.#finish(ERROR_STATUS[code])
   }
 

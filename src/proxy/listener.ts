@@ -118,7 +118,7 @@ export class ProxyListener {
       return
     }
     const client = clientIp(req.socket.remoteAddress)
-    const { headers } = upstreamRequestHeaders(req.rawHeaders, client, 'http', resolved.hostOverride)
+    const { headers, host } = upstreamRequestHeaders(req.rawHeaders, client, 'http', resolved.hostOverride)
     const service = resolved.service
     let hash = -1
     let stickyToken: string | null = null
@@ -139,6 +139,7 @@ export class ProxyListener {
       hash,
       stickyToken,
       accessLog: this.#options.accessLog,
+      tap: service.cache === null ? null : service.cache.begin(req, resolved.path, host, headers),
     }).start()
   }
 

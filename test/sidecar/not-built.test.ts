@@ -10,10 +10,8 @@ describe('notBuiltYet', () => {
     const text = readFileSync(path.join(import.meta.dirname, '..', 'config', 'fixtures', 'full.yaml'), 'utf8')
     const config = parseConfig(text, { format: 'yaml', baseDir: '/tmp', env: {} })
     assert.deepEqual(notBuiltYet(config), [
-      'services.payments.tls',
       'services.payments.circuitBreaker',
       'services.payments.rateLimit',
-      'services.payments.cache',
       'services.payments.routes[0].requestHeaders',
       'services.payments.routes[0].responseHeaders',
     ])
