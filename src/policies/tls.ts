@@ -22,7 +22,17 @@ export interface TlsDialer {
   readonly id: number
   /** A TLS connection to `address:port`; emits `secureConnect` once the handshake is done. */
   dial(address: string, port: number): tls.TLSSocket
+  /**
+   * True when `error` (from undici) ended a connection that the server had rejected in the TLS
+   * handshake: with TLS 1.3 the server checks the client certificate after the client considers the
+   * handshake done, so undici sees only "other side closed" after it started writing. Such a request
+   * never reached the upstream's application: a connect failure.
+   */
+  rejectedAtHandshake(error: Error): boolean
 }
+
+/** Rejected connections remembered until their request's error is classified; older ones are dropped. */
+const MAX_REJECTED_REMEMBERED = 256
 
 /** A certificate file that cannot be used at start: `services.payments.tls.cert: cannot read ...`. */
 export class TlsMaterialError extends Error {
@@ -123,7 +133,34 @@ export class UpstreamTls implements TlsDialer {
 
   /** The `connect` option of an endpoint's undici Pool: the current connector, so new connections use the newest certificates. */
   readonly connect: buildConnector.connector = (options, callback) => {
-    ;(this.#connector ??= this.#buildConnector())(options, callback)
+    // SNI and the certificate check use `tls.servername`, else the endpoint's address (never the
+    // request's Host header, which undici would otherwise pass along).
+    options.servername = this.#servername(options.hostname)
+    ;(this.#connector ??= this.#buildConnector())(options, (...args) => {
+      const socket = args[1]
+      if (args[0] === null && socket !== null) {
+        const localPort = socket.localPort
+        if (localPort !== undefined) socket.once('error', (e: NodeJS.ErrnoException) => this.#noteRejected(localPort, e.code))
+      }
+      callback(...args)
+    })
+  }
+
+  rejectedAtHandshake(error: Error): boolean {
+    if (isTlsHandshakeFailure((error as NodeJS.ErrnoException).code ?? '')) return true
+    const localPort = (error as { socket?: { localPort?: number } }).socket?.localPort
+    if (localPort === undefined || !this.#rejected.has(localPort)) return false
+    this.#rejected.delete(localPort)
+    return true
+  }
+
+  /** Local ports of connections the server rejected with a handshake alert (see rejectedAtHandshake). */
+  readonly #rejected = new Set<number>()
+
+  #noteRejected(localPort: number, code: string | undefined): void {
+    if (code === undefined || !isTlsHandshakeFailure(code)) return
+    if (this.#rejected.size >= MAX_REJECTED_REMEMBERED) this.#rejected.delete(this.#rejected.values().next().value!)
+    this.#rejected.add(localPort)
   }
 
   dial(address: string, port: number): tls.TLSSocket {
@@ -182,7 +219,6 @@ export class UpstreamTls implements TlsDialer {
   #buildConnector(): buildConnector.connector {
     return buildConnector({
       secureContext: this.#context ?? undefined,
-      ...(this.#config.servername === undefined ? {} : { servername: this.#config.servername }),
       timeout: this.#connectTimeoutMs,
       allowH2: false,
     })

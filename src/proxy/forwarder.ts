@@ -10,7 +10,6 @@ import { ERROR_STATUS, sendError } from './errors.ts'
 import { downstreamResponseHeaders } from './headers.ts'
 import type { ResponseTap, ServiceRuntime } from './service-runtime.ts'
 import { retryAllowed } from './service-runtime.ts'
-import { isTlsHandshakeFailure } from '../policies/tls.ts'
 
 /** Methods whose repetition the client has agreed to (RFC 9110 §9.2.2). */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
@@ -111,15 +110,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#sent = false
     this.#controller = null
     host.acquire()
-    host.dispatcher.dispatch(
-      {
-        path: this.#options.path,
-        method: this.#req.method!,
-        headers: this.#options.headers,
-        body: this.#options.hasBody ? this.#req : null,
-      },
-      this,
-    )
+    // undici would take the TLS server name from each request's Host header and reconnect when it
+    // changes; a constant per host keeps connections. The TLS connector applies `tls.servername`.
+    const options: Dispatcher.DispatchOptions & { servername: string } = {
+      path: this.#options.path,
+      method: this.#req.method!,
+      headers: this.#options.headers,
+      body: this.#options.hasBody ? this.#req : null,
+      servername: host.address,
+    }
+    host.dispatcher.dispatch(options, this)
   }
 
   /** After a failed attempt the answer is that failure, not "no endpoint". */
@@ -186,7 +186,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const host = this.#host
     let outcome: AttemptOutcome
     let retryable: boolean
-    if (!this.#sent || isTlsHandshakeFailure(code)) {
+    if (!this.#sent || (host?.tls != null && host.tls.rejectedAtHandshake(error))) {
       outcome = code === 'UND_ERR_CONNECT_TIMEOUT' ? 'timeout' : 'connect_failed'
       this.#lastError = 'upstream_connect_failed'
       retryable = true
