@@ -110,8 +110,10 @@ const UNSAFE_METHODS_EXCLUDED = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
  * - Keyed by Host and path (with the query); responses that differ by `Vary` are kept side by side.
  * - GET responses are stored; a HEAD is answered from a stored GET.
  * - A stale response with an ETag or Last-Modified is revalidated: the request goes upstream with
- *   If-None-Match / If-Modified-Since (replacing the client's own), and a 304 refreshes the stored
- *   response, which is served (`x-outrigger-cache: revalidated`).
+ *   If-None-Match (the stored ETag added to the client's own) or If-Modified-Since, and a 304 that
+ *   matches the stored response refreshes it, which is served (`x-outrigger-cache: revalidated`).
+ *   A 304 that does not (it answers the client's own validator) drops the stored copy and goes to
+ *   the client as it is.
  * - The body streams to the client while it is copied, up to `entryLimitBytes(maxBytes)`; a larger
  *   one is not stored. A response that fails or is aborted midway is never stored.
  * - A successful unsafe request (POST, PUT, DELETE, PATCH...) drops what is stored for its URL.
@@ -322,8 +324,10 @@ class CacheTap implements ResponseTap {
     }
     this.#cache.count('miss')
     if (this.#method === 'GET' && status !== 206) {
-      const policy = new CachePolicy(this.#request, { status, headers: headersObject(headers) }, { shared: true })
-      if (policy.storable()) {
+      const resHeaders = headersObject(headers)
+      const policy = new CachePolicy(this.#request, { status, headers: resHeaders }, { shared: true })
+      // `Vary: *` matches no later request (RFC 9111 §4.1): storing it would only take space.
+      if (policy.storable() && !varyNames(resHeaders.vary).includes('*')) {
         const length = contentLength(headers)
         if (length <= this.#cache.limitBytes) {
           this.#policy = policy
