@@ -1,93 +1,151 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
+import type { ParseArgsOptionsConfig } from 'node:util'
+import { request } from 'undici'
 import { readFileSync } from 'node:fs'
 import type { LevelWithSilent } from 'pino'
-import { loadConfigFile } from './config/load.ts'
-import { ConfigError } from './config/errors.ts'
-import { createLogger } from './observability/logger.ts'
-import { Sidecar, StartupError } from './sidecar.ts'
-import { policyFileProblems } from './policies/service-policies.ts'
+import type { Sidecar } from './sidecar.ts'
 import type { ServiceView } from './admin/services-view.ts'
 import { renderStatusTable } from './status-table.ts'
+import { ConfigReloader } from './reload/reloader.ts'
 
-const HELP: Record<string, string> = {
+type Command = 'run' | 'validate' | 'status'
+
+/** Exit codes, the same for every command. */
+const EXIT_OK = 0
+const EXIT_FAILED = 1
+const EXIT_USAGE = 2
+
+const EXIT_CODES = `Exit codes:
+  0  success
+  1  failure: invalid config (validate), cannot start (run), admin API unreachable (status)
+  2  usage error: unknown command or flag, missing or bad argument
+`
+
+const HELP: Record<Command | 'main', string> = {
   main: `outrigger: a load-balancing sidecar for services in Consul, etcd or a file
 
 Usage:
   outrigger run -c FILE [--log-level LEVEL] [--pretty]   start the sidecar (also: outrigger -c FILE)
   outrigger validate -c FILE                             check a config file
   outrigger status [--admin URL]                         show services and endpoints of a running sidecar
+  outrigger help [COMMAND]                               this text, or a command's
 
-The config file may also come from OUTRIGGER_CONFIG. 'outrigger COMMAND --help' for details.
-`,
+Options:
+  -h, --help       usage (also after a command: outrigger status --help)
+  -v, --version    print the version
+
+The config file may also come from OUTRIGGER_CONFIG.
+${EXIT_CODES}`,
   run: `Usage: outrigger run -c FILE [--log-level LEVEL] [--pretty]
+       outrigger -c FILE ...          (run is the default command)
+       OUTRIGGER_CONFIG=FILE outrigger run
 
 Starts the sidecar. JSON logs go to stdout.
   -c, --config FILE    config file (YAML or JSON); default: $OUTRIGGER_CONFIG
   --log-level LEVEL    trace, debug, info (default), warn, error, fatal, silent
   --pretty             human-readable logs instead of JSON
+  -h, --help           this text
 SIGTERM/SIGINT drain in-flight requests (up to shutdownTimeout) and exit 0.
-Exit codes: 0 stopped cleanly, 1 bad config or cannot start.
+
+Exit codes:
+  0  stopped cleanly after SIGTERM/SIGINT
+  1  invalid config, or cannot start (e.g. a port already in use)
+  2  usage error: unknown flag, no config file given
 `,
   validate: `Usage: outrigger validate -c FILE
 
-Prints 'ok: N services' and exits 0 when FILE is valid; otherwise prints one line per
-problem as '<path>: <message>' and exits 1.
+Checks a config file without starting anything.
+  -c, --config FILE    config file (YAML or JSON); default: $OUTRIGGER_CONFIG
+  -h, --help           this text
+
+Exit codes:
+  0  valid: prints 'ok: N services'
+  1  invalid or unreadable: prints one line per problem, '<path>: <message>'
+  2  usage error: unknown flag, no config file given
 `,
   status: `Usage: outrigger status [--admin URL]
 
-Prints a table of services, endpoints, weights, health and in-flight requests, read from
-the admin API of a running sidecar (default http://127.0.0.1:9901).
-Exit codes: 0 shown, 1 the admin API could not be read.
+Prints a table of services and endpoints (strategy, weight, health, flags, in-flight and
+total requests, and why an endpoint is unhealthy), read from /api/services of a running sidecar.
+  --admin URL    its admin address: http://HOST:PORT or HOST:PORT (default http://127.0.0.1:9901)
+  -h, --help     this text
+
+Exit codes:
+  0  the admin API answered and the table was printed (whatever the endpoints' health)
+  1  the admin API could not be reached or did not answer with a services list
+  2  usage error: unknown flag, bad URL
 `,
 }
 
+const HELP_OPTION = { help: { type: 'boolean', short: 'h' } } as const
+const CONFIG_OPTION = { config: { type: 'string', short: 'c' } } as const
+const OPTIONS = {
+  run: { ...CONFIG_OPTION, 'log-level': { type: 'string' }, pretty: { type: 'boolean' }, ...HELP_OPTION },
+  validate: { ...CONFIG_OPTION, ...HELP_OPTION },
+  status: { admin: { type: 'string' }, ...HELP_OPTION },
+} as const satisfies Record<Command, ParseArgsOptionsConfig>
+/** Without a command: `run`'s flags (outrigger -c FILE), plus --version. */
+const TOP_LEVEL_OPTIONS = { ...OPTIONS.run, version: { type: 'boolean', short: 'v' } } as const satisfies ParseArgsOptionsConfig
+
+const DEFAULT_ADMIN = 'http://127.0.0.1:9901'
+const STATUS_TIMEOUT_MS = 5000
 const LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
 
+function isCommand(word: string): word is Command {
+  return word === 'run' || word === 'validate' || word === 'status'
+}
+
+/** A usage error: the message and the relevant usage on stderr, exit 2. */
+function usage(message: string, topic: Command | 'main'): number {
+  process.stderr.write(`outrigger: ${message}\n\n${HELP[topic]}`)
+  return EXIT_USAGE
+}
+
 async function main(argv: string[]): Promise<number> {
-  let command = 'run'
-  const explicit = argv[0] !== undefined && !argv[0].startsWith('-')
-  if (explicit) command = argv.shift()!
-  if (!(command in HELP) || command === 'main') {
-    process.stderr.write(`outrigger: unknown command "${command}"\n\n${HELP.main}`)
-    return 2
+  const first = argv[0]
+  let command: Command = 'run'
+  let explicit = false
+  if (first !== undefined && !first.startsWith('-')) {
+    if (first === 'help') {
+      const topic = argv[1]
+      if (argv.length > 2 || (topic !== undefined && !isCommand(topic))) return usage(`no help for "${argv.slice(1).join(' ')}"`, 'main')
+      process.stdout.write(HELP[topic ?? 'main'])
+      return EXIT_OK
+    }
+    if (!isCommand(first)) return usage(`unknown command "${first}"`, 'main')
+    command = first
+    explicit = true
   }
-  let values: Record<string, string | boolean | undefined>
+  const topic = explicit ? command : 'main'
+  const options: ParseArgsOptionsConfig = explicit ? OPTIONS[command] : TOP_LEVEL_OPTIONS
+  // With strict parsing, each option present has the type its definition gives.
+  let values: { config?: string; 'log-level'?: string; pretty?: boolean; admin?: string; help?: boolean; version?: boolean }
   try {
-    ;({ values } = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string', short: 'c' },
-        'log-level': { type: 'string' },
-        pretty: { type: 'boolean' },
-        admin: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'v' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }))
+    values = parseArgs({ args: explicit ? argv.slice(1) : argv, options, strict: true, allowPositionals: false }).values
   } catch (err) {
-    process.stderr.write(`outrigger: ${(err as Error).message}\n\n${HELP[command]}`)
-    return 2
+    return usage((err as Error).message, topic)
+  }
+  if (values.help === true) {
+    process.stdout.write(HELP[topic])
+    return EXIT_OK
   }
   if (values.version === true) {
     const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
     process.stdout.write(`${pkg.version}\n`)
-    return 0
+    return EXIT_OK
   }
-  if (values.help === true) {
-    process.stdout.write(explicit ? HELP[command]! : HELP.main!)
-    return 0
+  if (command === 'status') {
+    const admin = adminBase(values.admin ?? DEFAULT_ADMIN)
+    return admin === null ? usage(`--admin must be an http(s) URL or HOST:PORT, not "${values.admin}"`, 'status') : status(admin)
   }
-  switch (command) {
-    case 'validate':
-      return validate(values.config as string | undefined)
-    case 'status':
-      return status((values.admin as string | undefined) ?? 'http://127.0.0.1:9901')
-    default:
-      return run(values.config as string | undefined, values['log-level'] as string | undefined, values.pretty === true)
+  const file = values.config ?? process.env.OUTRIGGER_CONFIG
+  if (file === undefined || file === '') return usage('no config file: pass -c FILE or set OUTRIGGER_CONFIG', topic)
+  if (command === 'validate') return validate(file)
+  if (values['log-level'] !== undefined && !LEVELS.has(values['log-level'])) {
+    return usage(`--log-level must be one of ${[...LEVELS].join(', ')}`, topic)
   }
+  return run(file, values['log-level'], values.pretty === true)
 }
 
 function configPath(flag: string | undefined): string | null {
@@ -99,43 +157,89 @@ function configPath(flag: string | undefined): string | null {
   return file
 }
 
-function validate(flag: string | undefined): number {
-  const file = configPath(flag)
-  if (file === null) return 1
+async function validate(file: string): Promise<number> {
+  const [{ loadConfigFile }, { ConfigError }, { policyFileProblems }] = await Promise.all([import('./config/load.ts'), import('./config/errors.ts'), import('./policies/service-policies.ts')])
   try {
     const config = loadConfigFile(file)
     const problems = policyFileProblems(config)
     if (problems.length > 0) {
       process.stdout.write(`${problems.join('\n')}\n`)
-      return 1
+      return EXIT_FAILED
     }
     process.stdout.write(`ok: ${config.services.length} services\n`)
-    return 0
+    return EXIT_OK
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stdout.write(`${err.message}\n`)
-      return 1
+      return EXIT_FAILED
     }
     throw err
   }
 }
 
-async function status(adminUrl: string): Promise<number> {
-  const url = new URL('/api/services', adminUrl.includes('://') ? adminUrl : `http://${adminUrl}`)
-  let services: ServiceView[]
+/** `--admin` as a base URL ending in `/`, so a sidecar behind a path prefix works too; null when unusable. */
+function adminBase(given: string): URL | null {
+  let url: URL
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(5000) })
-    if (!res.ok) throw new Error(`HTTP ${res.status}`)
-    services = (await res.json()) as ServiceView[]
-  } catch (err) {
-    process.stderr.write(`outrigger: cannot read ${url.href}: ${(err as Error).message}\n`)
-    return 1
+    url = new URL(given.includes('://') ? given : `http://${given}`)
+  } catch {
+    return null
   }
-  process.stdout.write(renderStatusTable(services))
-  return 0
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null
+  if (!url.pathname.endsWith('/')) url.pathname += '/'
+  url.search = ''
+  url.hash = ''
+  return url
+}
+
+/** The innermost message of a fetch failure: `connect ECONNREFUSED 127.0.0.1:9901` rather than `fetch failed`. */
+function failure(err: unknown): string {
+  let e: unknown = err
+  while (e instanceof Error && e.cause instanceof Error) e = e.cause
+  if (e instanceof Error && e.name === 'TimeoutError') return `no answer within ${STATUS_TIMEOUT_MS / 1000} s`
+  return e instanceof Error ? e.message : String(e)
+}
+
+function isServiceList(body: unknown): body is ServiceView[] {
+  return Array.isArray(body) && body.every((s: unknown) => typeof s === 'object' && s !== null && typeof (s as ServiceView).name === 'string' && Array.isArray((s as ServiceView).endpoints))
+}
+
+async function status(admin: URL): Promise<number> {
+  const url = new URL('api/services', admin)
+  let body: unknown
+  try {
+    // undici's request rather than fetch: fetch refuses "bad ports" (6000, 6665...), which are fine admin ports.
+    const res = await request(url, { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) })
+    if (res.statusCode !== 200) {
+      await res.body.dump()
+      throw new Error(`it answered HTTP ${res.statusCode}`)
+    }
+    body = await res.body.json()
+  } catch (err) {
+    process.stderr.write(
+      `outrigger: cannot read the admin API at ${url.href}: ${failure(err)}\n` +
+        `Is outrigger running there? Its address is the config's 'admin:' (default 127.0.0.1:9901); pass --admin URL.\n`,
+    )
+    return EXIT_FAILED
+  }
+  if (!isServiceList(body)) {
+    process.stderr.write(`outrigger: ${url.href} did not answer with a list of services; is --admin an outrigger admin address?\n`)
+    return EXIT_FAILED
+  }
+  const color = process.stdout.isTTY && (process.env.NO_COLOR ?? '') === ''
+  process.stdout.write(renderStatusTable(body, { color }))
+  return EXIT_OK
 }
 
 async function run(flag: string | undefined, level: string | undefined, pretty: boolean): Promise<number> {
+  // Loaded here rather than at the top: the sidecar's modules take about 0.6 s to load, which
+  // --help and status do not need.
+  const [{ loadConfigFile }, { ConfigError }, { createLogger }, { Sidecar, StartupError }] = await Promise.all([
+    import('./config/load.ts'),
+    import('./config/errors.ts'),
+    import('./observability/logger.ts'),
+    import('./sidecar.ts'),
+  ])
   const file = configPath(flag)
   if (file === null) return 1
   if (level !== undefined && !LEVELS.has(level)) {
@@ -144,8 +248,10 @@ async function run(flag: string | undefined, level: string | undefined, pretty: 
   }
   const logger = createLogger({ level: (level ?? 'info') as LevelWithSilent, pretty })
   let sidecar: Sidecar
+  let loadedText: string | null
   try {
     const config = loadConfigFile(file)
+    loadedText = readFileText(file)
     sidecar = await Sidecar.start(config, logger)
   } catch (err) {
     if (err instanceof ConfigError || err instanceof StartupError) {
@@ -156,8 +262,18 @@ async function run(flag: string | undefined, level: string | undefined, pretty: 
     }
     throw err
   }
+  // SIGHUP or a change of the file: reload; an invalid file is refused and the running config kept.
+  const reloader = new ConfigReloader(file, sidecar, logger.child({ module: 'reload' }), loadedText)
+  reloader.watchFile()
+  const onHangup = (): void => {
+    logger.info({ signal: 'SIGHUP' }, 'reloading the config')
+    void reloader.request('SIGHUP')
+  }
+  process.on('SIGHUP', onHangup)
   return new Promise<number>((resolve) => {
     const shutdown = (signal: string): void => {
+      process.off('SIGHUP', onHangup)
+      reloader.close()
       logger.info({ signal }, 'shutting down')
       sidecar.stop().then(
         () => resolve(0),
@@ -170,6 +286,14 @@ async function run(flag: string | undefined, level: string | undefined, pretty: 
     process.once('SIGTERM', () => shutdown('SIGTERM'))
     process.once('SIGINT', () => shutdown('SIGINT'))
   })
+}
+
+function readFileText(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch {
+    return null
+  }
 }
 
 main(process.argv.slice(2)).then(

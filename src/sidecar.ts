@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import type { Config, ListenAddress, ServiceConfig } from './config/types.ts'
+import type { Config, DiscoveryConfig, ListenAddress, ServiceConfig } from './config/types.ts'
 import { balancerFactory } from './balancer/registry.ts'
 import { ServiceCluster } from './cluster/service-cluster.ts'
 import type { ClusterObserver } from './cluster/service-cluster.ts'
@@ -21,6 +21,7 @@ import { Router } from './proxy/router.ts'
 import type { ServiceRuntime, StickyCookie } from './proxy/service-runtime.ts'
 import { hashKeyReader } from './proxy/hash-key.ts'
 import { createServicePolicies } from './policies/service-policies.ts'
+import { planReload, summarize } from './reload/plan.ts'
 
 /** A problem found while wiring a valid config (a strategy or source this build lacks, a port in use). */
 export class StartupError extends Error {
@@ -42,7 +43,23 @@ export interface SidecarAddresses {
 interface RunningService {
   runtime: ServiceRuntime
   discovery: DiscoveryAdapter
+  /**
+   * Where the adapter's callbacks go. A reload that rebuilds the cluster but keeps the discovery
+   * selection hands the running adapter over by pointing this at the new service.
+   */
+  binding: { service: RunningService }
+  /** The dedicated listener, when the service has `listen`. */
   listener: ProxyListener | null
+  /** Ends this service's active-check subscriptions. */
+  unwatchHealth(): void
+}
+
+/** What a reload did, for the log line and the tests. */
+export interface ReloadResult {
+  added: string[]
+  changed: string[]
+  removed: string[]
+  unchanged: string[]
 }
 
 /**
@@ -52,48 +69,80 @@ interface RunningService {
  */
 export class Sidecar {
   readonly metrics: Metrics
-  readonly #config: Config
+  #config: Config
   readonly #logger: Logger
+  readonly #proxyLogger: Logger
+  #accessLog: Logger | null
   readonly #services = new Map<string, RunningService>()
-  readonly #shared: ProxyListener
-  readonly #admin: AdminServer
+  #shared: ProxyListener
+  #admin: AdminServer
   /** One checker for all services: an endpoint shared by services is probed by one loop. */
   readonly #checker: ActiveHealthChecker
-  readonly #state: EndpointStateStore
+  #state: EndpointStateStore
   /** Announces the local app (`register`); null when not configured. */
-  readonly #registrar: Registrar | null
+  #registrar: Registrar | null
   #accepting = true
   #addresses: SidecarAddresses | null = null
   #stopping: Promise<void> | null = null
+  /** Resolves when stop() is called: a reload waiting for discovery gives up. */
+  readonly #stopRequested: Promise<void>
+  #requestStop!: () => void
+  /**
+   * Clusters not yet closed, by service name: during a reload a service has two (the old one draining,
+   * the new one serving), and an endpoint's metric series belong to both until neither has it.
+   */
+  readonly #liveClusters = new Map<string, Set<ServiceCluster>>()
+  /** Reloads run one at a time, in order. */
+  #reloading: Promise<unknown> = Promise.resolve()
+  /** Listeners and clusters a reload replaced, still finishing their in-flight requests. */
+  readonly #retiring = new Set<{ listeners: ProxyListener[]; done: Promise<void>; destroy(): Promise<void> }>()
 
   private constructor(config: Config, logger: Logger) {
     this.#config = config
     this.#logger = logger
+    this.#stopRequested = new Promise((resolve) => (this.#requestStop = resolve))
     this.metrics = new Metrics()
     this.#state = new EndpointStateStore(config.discovery.stateDir, logger.child({ module: 'discovery' }))
-    this.#registrar = null
-    if (config.register !== undefined) {
-      this.#registrar = createRegistrar(config.register, config.discovery, logger.child({ module: 'register' }))
-      if (this.#registrar === null) throw new StartupError('register.source', `"${config.register.source}" is not available in this build`)
-    }
+    this.#registrar = this.#createRegistrar(config)
     this.#checker = new ActiveHealthChecker(logger.child({ module: 'health' }), {
       observer: { onCheck: (endpoint, passed) => this.metrics.healthCheck(endpoint, passed), onStop: (endpoint) => this.metrics.removeHealthChecks(endpoint) },
     })
-    const accessLog = config.accessLog ? logger.child({ module: 'access' }) : null
-    const proxyLogger = logger.child({ module: 'proxy' })
-    for (const service of config.services) this.#services.set(service.name, this.#createService(service, accessLog, proxyLogger))
-    const runtimes = [...this.#services.values()].map((s) => ({
-      routable: { name: s.runtime.name, routes: s.runtime.config.routes, hasDedicatedListener: s.runtime.config.listen !== undefined },
-      target: s.runtime,
-    }))
-    this.#shared = new ProxyListener(
-      { kind: 'shared', router: new Router(runtimes) },
-      { keepAliveTimeoutMs: 60_000, accessLog, logger: proxyLogger },
+    this.#accessLog = config.accessLog ? logger.child({ module: 'access' }) : null
+    this.#proxyLogger = logger.child({ module: 'proxy' })
+    for (const service of config.services) this.#services.set(service.name, this.#createService(service, config.discovery))
+    this.#shared = this.#createSharedListener()
+    this.#admin = this.#createAdmin()
+  }
+
+  #createRegistrar(config: Config): Registrar | null {
+    if (config.register === undefined) return null
+    const registrar = createRegistrar(config.register, config.discovery, this.#logger.child({ module: 'register' }))
+    if (registrar === null) throw new StartupError('register.source', `"${config.register.source}" is not available in this build`)
+    return registrar
+  }
+
+  #createSharedListener(): ProxyListener {
+    return new ProxyListener({ kind: 'shared', router: this.#router(this.#config) }, { keepAliveTimeoutMs: 60_000, accessLog: this.#accessLog, logger: this.#proxyLogger })
+  }
+
+  /**
+   * The shared listener's routes over the current services, rebuilt whole on a reload. Routes come
+   * from the config, not the runtime: a reload that changes only routes keeps the runtime.
+   */
+  #router(config: Config): Router<ServiceRuntime> {
+    return new Router(
+      config.services.map((c) => ({
+        routable: { name: c.name, routes: c.routes, hasDedicatedListener: c.listen !== undefined },
+        target: this.#services.get(c.name)!.runtime,
+      })),
     )
-    this.#admin = new AdminServer(
+  }
+
+  #createAdmin(): AdminServer {
+    return new AdminServer(
       { clusters: () => [...this.#services.values()].map((s) => s.runtime.cluster), accepting: () => this.#accepting },
       this.metrics,
-      logger.child({ module: 'admin' }),
+      this.#logger.child({ module: 'admin' }),
     )
   }
 
@@ -118,6 +167,11 @@ export class Sidecar {
     return [...this.#services.values()].map((s) => s.runtime.cluster)
   }
 
+  /** The config in force (the last one loaded successfully). */
+  get config(): Config {
+    return this.#config
+  }
+
   async #start(): Promise<void> {
     const c = this.#config
     const admin = await bind(this.#admin.listen(c.admin.host, c.admin.port), 'admin', c.admin)
@@ -129,6 +183,14 @@ export class Sidecar {
       }
     }
     this.#addresses = { listen, admin, services }
+    this.#warnAbout(c)
+    for (const s of this.#services.values()) void this.#startDiscovery(s)
+    this.#registrar?.start()
+    this.#logger.info({ listen: fmt(listen), admin: fmt(admin), services: Object.keys(services).length > 0 ? Object.fromEntries(Object.entries(services).map(([k, v]) => [k, fmt(v)])) : undefined, count: this.#services.size }, 'outrigger started')
+  }
+
+  /** Start-up (and reload) warnings about a config that is valid but will not do all it says. */
+  #warnAbout(c: Config): void {
     for (const path of notBuiltYet(c)) this.#logger.warn({ path }, `${path}: not built yet in this version; ignored`)
     const consulServices = c.services.filter((s) => s.source === 'consul').length
     if (consulServices > CONSUL_CONNECTIONS_WARNING) {
@@ -137,17 +199,17 @@ export class Sidecar {
         `${consulServices} consul services hold ${consulServices} blocking queries (one connection each) to the agent, which by default closes connections beyond 200 per client address: raise limits.http_max_conns_per_client in the agent's configuration`,
       )
     }
-    for (const s of this.#services.values()) this.#startDiscovery(s)
-    this.#registrar?.start()
-    this.#logger.info({ listen: fmt(listen), admin: fmt(admin), services: Object.keys(services).length > 0 ? Object.fromEntries(Object.entries(services).map(([k, v]) => [k, fmt(v)])) : undefined, count: this.#services.size }, 'outrigger started')
   }
 
-  #createService(config: ServiceConfig, accessLog: Logger | null, proxyLogger: Logger): RunningService {
+  /**
+   * Builds a service's parts without starting anything: discovery is started by `#startDiscovery`,
+   * the dedicated listener (if any) is bound by the caller.
+   */
+  #createService(config: ServiceConfig, discoveryConfig: DiscoveryConfig, createListener = true, handedOver?: DiscoveryAdapter): RunningService {
     const factory = balancerFactory(config.strategy)
     if (factory === undefined) throw new StartupError(`services.${config.name}.strategy`, `"${config.strategy}" is not available in this build`)
     const logger = this.#logger.child({ module: 'cluster' })
-    const discovery = createDiscovery(config, { discovery: this.#config.discovery, logger: this.#logger.child({ module: 'discovery', service: config.name }) })
-    if (discovery === null) throw new StartupError(`services.${config.name}.source`, `"${config.source}" is not available in this build`)
+    const discovery = handedOver ?? this.#createAdapter(config, discoveryConfig)
     const metrics = this.metrics
     const active = config.healthCheck.active
     const passive = config.healthCheck.passive
@@ -164,10 +226,13 @@ export class Sidecar {
         unwatch.delete(host)
         outlier?.forget(host)
       },
-      onHostRemoved: (cluster, host) => metrics.removeHost(cluster.name, host),
+      onHostRemoved: (cluster, host) => this.#removeHostSeries(cluster, host),
     }
     const policies = createServicePolicies(config, metrics, logger.child({ service: config.name }), (path, message) => new StartupError(path, message))
     const cluster = new ServiceCluster(config, factory(config), logger, observer, Date.now, policies)
+    let live = this.#liveClusters.get(config.name)
+    if (live === undefined) this.#liveClusters.set(config.name, (live = new Set()))
+    live.add(cluster)
     if (passive !== undefined) outlier = new OutlierDetector(cluster, passive, logger.child({ service: config.name }), Date.now, { onEject: (host) => metrics.ejection(config.name, host) })
     const runtime: ServiceRuntime = {
       name: config.name,
@@ -182,22 +247,45 @@ export class Sidecar {
       inFlight: 0,
       retriesInFlight: 0,
     }
-    const listener = config.listen === undefined ? null : new ProxyListener({ kind: 'dedicated', service: runtime }, { keepAliveTimeoutMs: 60_000, accessLog, logger: proxyLogger })
-    return { runtime, discovery, listener }
+    const listener = createListener && config.listen !== undefined ? this.#dedicatedListener(runtime) : null
+    const unwatchHealth = (): void => {
+      for (const stop of unwatch.values()) stop()
+      unwatch.clear()
+    }
+    const binding = {} as { service: RunningService }
+    binding.service = { runtime, discovery, listener, unwatchHealth, binding }
+    return binding.service
   }
 
-  #startDiscovery(s: RunningService): void {
-    const { cluster, metrics, name } = s.runtime
+  #createAdapter(config: ServiceConfig, discoveryConfig: DiscoveryConfig): DiscoveryAdapter {
+    const discovery = createDiscovery(config, { discovery: discoveryConfig, logger: this.#logger.child({ module: 'discovery', service: config.name }) })
+    if (discovery === null) throw new StartupError(`services.${config.name}.source`, `"${config.source}" is not available in this build`)
+    return discovery
+  }
+
+  #dedicatedListener(runtime: ServiceRuntime): ProxyListener {
+    return new ProxyListener({ kind: 'dedicated', service: runtime }, { keepAliveTimeoutMs: 60_000, accessLog: this.#accessLog, logger: this.#proxyLogger })
+  }
+
+  /** Starts a service's adapter; resolves at its first answer (endpoints or error), never rejects. */
+  #startDiscovery(s: RunningService): Promise<void> {
+    let answered!: () => void
+    const firstAnswer = new Promise<void>((resolve) => (answered = resolve))
+    const binding = s.binding
+    const name = s.runtime.name
     const source = s.discovery.source
     // A static list needs no memory of its own; every registry-backed source keeps its last set.
     const persist = source !== 'static'
     s.discovery.start({
       onUpdate: (endpoints) => {
+        const { metrics, cluster } = binding.service.runtime
         metrics.discoveryUpdates.inc()
         cluster.setEndpoints(endpoints)
         if (persist) this.#state.save(name, source, endpoints)
+        answered()
       },
       onError: (error) => {
+        const { metrics, cluster } = binding.service.runtime
         metrics.discoveryErrors.inc()
         if (persist && !cluster.ready) {
           // The registry is down before it ever answered: route from the last known set, if any.
@@ -208,8 +296,275 @@ export class Sidecar {
           }
         }
         cluster.setDiscoveryError(error)
+        answered()
       },
     })
+    return firstAnswer
+  }
+
+  /**
+   * Applies a new config while serving: services that did not change keep running untouched (their
+   * connections, health and in-flight requests); changed ones are rebuilt beside the old and swapped
+   * in (see reload/plan.ts); removed ones stop taking requests and drain. New listeners are bound
+   * before anything is swapped, so a reload that cannot bind changes nothing and rejects with a
+   * StartupError. Reloads run one at a time.
+   */
+  reload(next: Config): Promise<ReloadResult> {
+    const run = this.#reloading.then(() => this.#reload(next))
+    this.#reloading = run.catch(() => undefined)
+    return run
+  }
+
+  async #reload(next: Config): Promise<ReloadResult> {
+    if (this.#stopping !== null) throw new StartupError('reload', 'the sidecar is shutting down')
+    const prev = this.#config
+    const plan = planReload(prev, next)
+    const result = summarize(plan)
+    if (plan.noop) {
+      this.#logger.info('config reloaded: nothing changed')
+      return result
+    }
+    const configs = new Map(next.services.map((c) => [c.name, c]))
+
+    // 1. Build everything new without starting it; bind new listeners. Undone on any failure.
+    const built = new Map<string, RunningService>()
+    const adapters = new Map<string, { discovery: DiscoveryAdapter; binding: { service: RunningService } }>()
+    const listeners = new Map<string, { listener: ProxyListener; address: ListenAddress }>()
+    let shared: { listener: ProxyListener; address: ListenAddress } | null = null
+    let admin: { server: AdminServer; address: ListenAddress } | null = null
+    let registrar: Registrar | null = null
+    const undo = async (): Promise<void> => {
+      for (const [name, s] of built) await this.#discard(s, this.#services.get(name)?.discovery.source ?? null)
+      for (const a of adapters.values()) await a.discovery.stop()
+      for (const l of [...listeners.values(), ...(shared === null ? [] : [shared])]) {
+        l.listener.server.close()
+        l.listener.destroy()
+      }
+      await admin?.server.close()
+    }
+    try {
+      if (plan.reregister) registrar = this.#createRegistrar(next)
+      for (const p of plan.services) {
+        const c = configs.get(p.name)
+        if (c === undefined) continue
+        if (p.kind === 'added' || p.rebuildCluster) {
+          const handedOver = p.kind === 'changed' && !p.restartDiscovery ? this.#services.get(p.name)!.discovery : undefined
+          built.set(p.name, this.#createService(c, next.discovery, false, handedOver))
+        }
+        else if (p.restartDiscovery) {
+          const binding = { service: this.#services.get(p.name)! }
+          adapters.set(p.name, { discovery: this.#createAdapter(c, next.discovery), binding })
+        }
+      }
+      if (plan.relistenShared) {
+        const listener = this.#createSharedListener()
+        shared = { listener, address: await bind(listener.listen(next.listen.host, next.listen.port), 'listen', next.listen) }
+      }
+      for (const p of plan.services) {
+        const c = configs.get(p.name)
+        if (c?.listen === undefined || !(p.kind === 'added' || p.relisten)) continue
+        const runtime = built.get(p.name)?.runtime ?? this.#services.get(p.name)!.runtime
+        const listener = this.#dedicatedListener(runtime)
+        listeners.set(p.name, { listener, address: await bind(listener.listen(c.listen.host, c.listen.port), `services.${p.name}.listen`, c.listen) })
+      }
+      if (plan.relistenAdmin) {
+        const server = this.#createAdmin()
+        admin = { server, address: await bind(server.listen(next.admin.host, next.admin.port), 'admin', next.admin) }
+      }
+    } catch (err) {
+      await undo()
+      throw err
+    }
+
+    // 2. Start discovery where it is new. A rebuilt cluster with a new adapter is seeded with its
+    // predecessor's endpoints (and their staleness) first, so it routes at once and the adapter's
+    // answer is diffed against them; one that takes over the running adapter is seeded at the swap.
+    const answers: Promise<void>[] = []
+    for (const p of plan.services) {
+      const s = built.get(p.name)
+      if (s === undefined || (p.kind === 'changed' && !p.restartDiscovery)) continue
+      const old = this.#services.get(p.name)
+      if (old !== undefined) seedFrom(s.runtime.cluster, old.runtime.cluster)
+      answers.push(this.#startDiscovery(s))
+    }
+    for (const a of adapters.values()) {
+      answers.push(this.#startDiscovery({ ...a.binding.service, discovery: a.discovery, binding: a.binding }))
+    }
+    // Warm up (as Envoy warms a cluster): new adapters get a moment for their first answer, so an
+    // added service is routable when its routes appear. Bounded: a registry that is down does not
+    // hold a reload (the service then waits for it, as at start, and `/readyz` says so).
+    let warmTimer: NodeJS.Timeout | undefined
+    await Promise.race([Promise.all(answers), this.#stopRequested, new Promise<void>((resolve) => (warmTimer = setTimeout(resolve, RELOAD_WARM_TIMEOUT_MS)))])
+    clearTimeout(warmTimer)
+    if (this.#stopping !== null) {
+      await undo()
+      throw new StartupError('reload', 'the sidecar is shutting down')
+    }
+
+    // 3. Swap, synchronously: from here on every new request sees the new config. Health verdicts of
+    // endpoints already checked reach a new cluster's hosts through the shared checker (a microtask
+    // queued by seeding), before any request can be routed to them.
+    const retired: Array<{ service: RunningService; keepDiscovery: boolean; keepListener: boolean; removed: boolean }> = []
+    const retiredListeners: ProxyListener[] = []
+    for (const p of plan.services) {
+      const old = this.#services.get(p.name)
+      if (p.kind === 'removed') {
+        this.#services.delete(p.name)
+        retired.push({ service: old!, keepDiscovery: false, keepListener: false, removed: true })
+        continue
+      }
+      if (p.kind === 'unchanged') continue
+      const fresh = listeners.get(p.name)?.listener ?? null
+      const s = built.get(p.name)
+      if (s !== undefined) {
+        if (old !== undefined) {
+          if (!p.restartDiscovery) {
+            // Hand the running adapter over: its callbacks follow the binding.
+            seedFrom(s.runtime.cluster, old.runtime.cluster)
+            s.discovery = old.discovery
+            s.binding = old.binding
+            s.binding.service = s
+          }
+          if (!p.relisten && old.listener !== null) {
+            s.listener = old.listener
+            s.listener.target = { kind: 'dedicated', service: s.runtime }
+          }
+          this.metrics.replaceCluster(old.runtime.cluster, old.discovery.source, s.discovery.source)
+          retired.push({ service: old, keepDiscovery: !p.restartDiscovery, keepListener: !p.relisten, removed: false })
+        }
+        if (fresh !== null) s.listener = fresh
+        this.#services.set(p.name, s)
+        continue
+      }
+      // The cluster is kept: only discovery, routes or the dedicated listener change.
+      const kept = old!
+      const adapter = adapters.get(p.name)
+      if (adapter !== undefined) {
+        const previous = kept.discovery
+        kept.discovery = adapter.discovery
+        kept.binding = adapter.binding
+        void previous.stop()
+      }
+      if (p.relisten) {
+        if (kept.listener !== null) retiredListeners.push(kept.listener)
+        kept.listener = fresh
+      }
+    }
+    this.#config = next
+    if (shared !== null) {
+      retiredListeners.push(this.#shared)
+      this.#shared = shared.listener
+    }
+    this.#shared.target = { kind: 'shared', router: this.#router(next) }
+    const accessLogChanged = prev.accessLog !== next.accessLog
+    if (accessLogChanged) this.#accessLog = next.accessLog ? this.#logger.child({ module: 'access' }) : null
+    for (const l of this.#liveListeners()) l.setAccessLog(this.#accessLog)
+    if (admin !== null) {
+      void this.#admin.close()
+      this.#admin = admin.server
+    }
+    if (plan.restateDir) {
+      void this.#state.flush()
+      this.#state = new EndpointStateStore(next.discovery.stateDir, this.#logger.child({ module: 'discovery' }))
+    }
+    if (plan.reregister) {
+      const previous = this.#registrar
+      this.#registrar = registrar
+      // Deregister the old announcement before the new one goes out (they may share an ID).
+      void (previous?.stop() ?? Promise.resolve()).then(() => registrar?.start())
+    }
+    const addresses = this.#addresses!
+    this.#addresses = {
+      listen: shared?.address ?? addresses.listen,
+      admin: admin?.address ?? addresses.admin,
+      services: Object.fromEntries(
+        next.services.flatMap((c) => {
+          const address = listeners.get(c.name)?.address ?? addresses.services[c.name]
+          return c.listen === undefined || address === undefined ? [] : [[c.name, address] as const]
+        }),
+      ),
+    }
+
+    // 4. What was replaced drains in the background; stop() waits for it (or cuts it at its timeout).
+    for (const l of retiredListeners) this.#retire([l], null)
+    for (const r of retired) this.#retireService(r.service, r)
+    this.#warnAbout(next)
+    this.#logger.info({ ...result, unchanged: result.unchanged.length }, 'config reloaded')
+    return result
+  }
+
+  /** Listeners serving now: the shared one and every dedicated one. */
+  #liveListeners(): ProxyListener[] {
+    return [this.#shared, ...[...this.#services.values()].flatMap((s) => (s.listener === null ? [] : [s.listener]))]
+  }
+
+  /** Drops an endpoint's series when no live cluster of its service has that endpoint any more. */
+  #removeHostSeries(cluster: ServiceCluster, host: Host): void {
+    for (const other of this.#liveClusters.get(cluster.name) ?? []) {
+      if (other !== cluster && other.hosts().some((h) => h.key === host.key)) return
+    }
+    this.metrics.removeHost(cluster.name, host)
+  }
+
+  /** A cluster closed for good: it no longer holds series, and those only it held go. */
+  #clusterClosed(cluster: ServiceCluster, hosts: readonly Host[]): void {
+    const live = this.#liveClusters.get(cluster.name)
+    live?.delete(cluster)
+    if (live?.size === 0) this.#liveClusters.delete(cluster.name)
+    for (const host of hosts) this.#removeHostSeries(cluster, host)
+  }
+
+  /** Stops a replaced or removed service once its in-flight requests are done. */
+  #retireService(s: RunningService, how: { keepDiscovery: boolean; keepListener: boolean; removed: boolean }): void {
+    const cluster = s.runtime.cluster
+    const listeners = !how.keepListener && s.listener !== null ? [s.listener] : []
+    this.#retire(listeners, cluster, async () => {
+      if (!how.keepDiscovery) await s.discovery.stop()
+      s.runtime.outlier?.stop()
+      // After the successor subscribed (it was seeded before the swap), so shared check loops go on.
+      s.unwatchHealth()
+    }, (hosts) => {
+      s.runtime.closePolicies()
+      if (how.removed && !this.#services.has(cluster.name)) {
+        this.#clusterClosed(cluster, [])
+        this.metrics.removeService(cluster)
+      } else this.#clusterClosed(cluster, hosts)
+    })
+  }
+
+  /** Drains listeners and closes a cluster in the background, tracked for stop(). */
+  #retire(listeners: ProxyListener[], cluster: ServiceCluster | null, first?: () => Promise<void>, last?: (hosts: Host[]) => void): void {
+    const entry = {
+      listeners,
+      done: (async () => {
+        await first?.()
+        await Promise.all(listeners.map((l) => l.drain()))
+        const hosts = cluster === null ? [] : [...cluster.hosts(), ...cluster.drainingHosts()]
+        await cluster?.close()
+        for (const l of listeners) l.destroy()
+        last?.(hosts)
+      })().catch((err: unknown) => this.#logger.error({ err }, 'retiring a replaced service failed')),
+      destroy: async () => {
+        for (const l of listeners) l.destroy()
+        await cluster?.destroy()
+      },
+    }
+    this.#retiring.add(entry)
+    void entry.done.then(() => this.#retiring.delete(entry))
+  }
+
+  /** Releases a service built by a reload that was then abandoned. */
+  async #discard(s: RunningService, previousSource: string | null): Promise<void> {
+    // A cluster that was to take over the running adapter leaves it running.
+    if (s.discovery !== this.#services.get(s.runtime.name)?.discovery) await s.discovery.stop()
+    s.runtime.outlier?.stop()
+    s.runtime.closePolicies()
+    s.unwatchHealth()
+    const hosts = [...s.runtime.cluster.hosts(), ...s.runtime.cluster.drainingHosts()]
+    await s.runtime.cluster.destroy()
+    this.#clusterClosed(s.runtime.cluster, previousSource === null ? [] : hosts)
+    if (previousSource === null) this.metrics.removeService(s.runtime.cluster)
+    else this.metrics.replaceCluster(s.runtime.cluster, s.discovery.source, previousSource)
   }
 
   /**
@@ -217,18 +572,22 @@ export class Sidecar {
    * `shutdownTimeout`, then connections are cut), discovery stops, pools close.
    */
   stop(): Promise<void> {
+    this.#requestStop()
     this.#stopping ??= this.#stop()
     return this.#stopping
   }
 
   async #stop(): Promise<void> {
     this.#accepting = false
+    // A reload in progress finishes (or gives up) first, so what it built is either live or released.
+    await this.#reloading
     // Deregister first: peers stop sending new requests to the app while everything drains.
     await this.#registrar?.stop()
-    const listeners = [this.#shared, ...[...this.#services.values()].flatMap((s) => (s.listener === null ? [] : [s.listener]))]
+    const listeners = this.#liveListeners()
+    const retiring = [...this.#retiring]
     let timer: NodeJS.Timeout | undefined
     const timedOut = await Promise.race([
-      Promise.all(listeners.map((l) => l.drain())).then(() => false),
+      Promise.all([...listeners.map((l) => l.drain()), ...retiring.map((r) => r.done)]).then(() => false),
       new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(true), this.#config.shutdownTimeoutMs)
       }),
@@ -237,6 +596,7 @@ export class Sidecar {
     if (timedOut) {
       this.#logger.warn({ timeoutMs: this.#config.shutdownTimeoutMs }, 'shutdown timeout: closing the remaining connections')
       for (const l of listeners) l.destroy()
+      await Promise.all(retiring.map((r) => r.destroy()))
     }
     await Promise.all([...this.#services.values()].map((s) => s.discovery.stop()))
     for (const s of this.#services.values()) {
@@ -250,6 +610,16 @@ export class Sidecar {
     await this.#admin.close()
     this.#logger.info('outrigger stopped')
   }
+}
+
+/** How long a reload waits for new discovery adapters' first answers before swapping anyway. */
+export const RELOAD_WARM_TIMEOUT_MS = 5000
+
+/** Starts a rebuilt cluster from what its predecessor knows: its members and its discovery status. */
+function seedFrom(cluster: ServiceCluster, previous: ServiceCluster): void {
+  if (!previous.ready) return
+  cluster.setEndpoints(previous.hosts().map((h) => ({ address: h.address, port: h.port, weight: h.weight, meta: h.meta })))
+  Object.assign(cluster.discovery, previous.discovery)
 }
 
 /** The sticky cookie of a service, or null; the schema allows it only with `hashKey: cookie:NAME`. */

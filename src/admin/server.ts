@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import type { ServiceCluster } from '../cluster/service-cluster.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { serviceView } from './services-view.ts'
-import { STATUS_PAGE_HTML } from './status-page.ts'
+import { STATUS_PAGE_HEADERS, STATUS_PAGE_HTML } from './status-page.ts'
 
 /** What the admin API reads; supplied by the sidecar so a reload can swap the clusters. */
 export interface AdminSource {
@@ -78,7 +78,7 @@ export class AdminServer {
         send(res, 200, 'application/json', JSON.stringify(this.#source.clusters().map(serviceView)))
         return
       case '/':
-        send(res, 200, 'text/html; charset=utf-8', STATUS_PAGE_HTML)
+        send(res, 200, 'text/html; charset=utf-8', STATUS_PAGE_HTML, STATUS_PAGE_HEADERS)
         return
       default:
         send(res, 404, 'application/json', '{"error":"not_found"}')
@@ -86,7 +86,7 @@ export class AdminServer {
   }
 }
 
-function send(res: ServerResponse, status: number, type: string, body: string): void {
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' })
+function send(res: ServerResponse, status: number, type: string, body: string, extra?: Readonly<Record<string, string>>): void {
+  res.writeHead(status, { ...extra, 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' })
   res.end(res.req.method === 'HEAD' ? undefined : body)
 }

@@ -247,9 +247,11 @@ export class ServiceCluster {
     this.#picker = EMPTY_PICKER
     const closing: Promise<void>[] = []
     for (const host of this.#hosts.values()) closing.push(this.#closePool(host))
-    this.#hosts.clear()
     for (const host of this.#draining) closing.push(this.#closePool(host))
     await Promise.all(closing)
+    // Members stay listed until their last request is done: a successor cluster (after a reload)
+    // asks who still holds an endpoint before dropping its metric series.
+    this.#hosts.clear()
   }
 
   /** Closes pools at once, failing whatever is still in flight (the end of a shutdown timeout). */

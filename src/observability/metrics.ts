@@ -30,6 +30,9 @@ export class Metrics {
   readonly healthChecks = new Counter({ name: 'outrigger_health_checks_total', help: 'Active health check probes, by endpoint and result (pass or fail).', labelNames: ['endpoint', 'result'] as const, registers: [this.registry] })
   readonly ejections = new Counter({ name: 'outrigger_ejections_total', help: 'Ejections of an endpoint by passive health checking.', labelNames: ['service', 'endpoint'] as const, registers: [this.registry] })
   readonly panic = new Gauge({ name: 'outrigger_panic', help: '1 while too few endpoints of the service are healthy and health is ignored (panic mode), else 0.', labelNames: ['service'] as const, registers: [this.registry] })
+  readonly configReloads = new Counter({ name: 'outrigger_config_reloads_total', help: 'Config reloads (SIGHUP or a change of the config file), by result: success or failure (the running config was kept).', labelNames: ['result'] as const, registers: [this.registry] })
+  readonly configLastReloadSuccessful = new Gauge({ name: 'outrigger_config_last_reload_successful', help: '1 if the last config reload succeeded (or none was tried), 0 if it was refused.', registers: [this.registry] })
+  readonly configLastReloadSuccessTimestamp = new Gauge({ name: 'outrigger_config_last_reload_success_timestamp_seconds', help: 'When the running config was loaded (start or last successful reload), as a Unix time.', registers: [this.registry] })
 
   readonly #clusters = new Set<ServiceCluster>()
   /** Label sets bound per service, for removal (see `bind`). */
@@ -37,6 +40,10 @@ export class Metrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'outrigger_' })
+    this.configReloads.inc({ result: 'success' }, 0)
+    this.configReloads.inc({ result: 'failure' }, 0)
+    this.configLastReloadSuccessful.set(1)
+    this.configLastReloadSuccessTimestamp.set(Date.now() / 1000)
     // Staleness grows by itself between discovery events: compute it at scrape time.
     const clusters = this.#clusters
     this.staleness = new Gauge({
@@ -67,6 +74,24 @@ export class Metrics {
     return metric.labels(labels as Partial<Record<T, string | number>>)
   }
 
+  /**
+   * A reload replaced a service's cluster by a new one of the same name: the series carry on (counters
+   * must not reset), only the old cluster stops being read and, when the source changed, the discovery
+   * series of the old source go.
+   */
+  replaceCluster(old: ServiceCluster, oldSource: string, newSource: string): void {
+    this.#clusters.delete(old)
+    if (oldSource === newSource) return
+    const bound = this.#bound.get(old.name)
+    if (bound === undefined) return
+    let kept = 0
+    for (const entry of bound) {
+      if (entry.labels.source === oldSource) entry.metric.remove(entry.labels)
+      else bound[kept++] = entry
+    }
+    bound.length = kept
+  }
+
   /** Removes every series of a service that is gone (after a reload). */
   removeService(cluster: ServiceCluster): void {
     this.#clusters.delete(cluster)
@@ -75,6 +100,13 @@ export class Metrics {
     this.#bound.delete(service)
     for (const state of ENDPOINT_STATES) this.endpoints.remove({ service, state })
     for (const metric of [this.duration, this.retries, this.staleness, this.inFlight, this.panic] as const) metric.remove({ service })
+  }
+
+  /** Records the result of a reload the way Prometheus records its own. */
+  configReload(ok: boolean): void {
+    this.configReloads.inc({ result: ok ? 'success' : 'failure' })
+    this.configLastReloadSuccessful.set(ok ? 1 : 0)
+    if (ok) this.configLastReloadSuccessTimestamp.set(Date.now() / 1000)
   }
 
   /** Counts one active health check probe (once per interval per endpoint, not per request). */
@@ -103,7 +135,9 @@ export class Metrics {
       else bound[kept++] = entry
     }
     bound.length = kept
-    hostCounters.delete(host)
+    // A prom-client child is only its label set: an increment after remove() would bring the series
+    // back. The host is gone, so its late increments (a request finishing after) go nowhere.
+    hostCounters.set(host, null)
   }
 
   /** Recomputes `outrigger_endpoints` for a service; called on each cluster change, not per request. */
@@ -126,8 +160,8 @@ export class Metrics {
 
 type CounterChild = ReturnType<Counter<string>['labels']>
 
-/** Per-host attempt counters, bound lazily on the first attempt of each outcome. */
-const hostCounters = new WeakMap<Host, Map<AttemptOutcome, CounterChild>>()
+/** Per-host attempt counters, bound lazily on the first attempt of each outcome; null once removed. */
+const hostCounters = new WeakMap<Host, Map<AttemptOutcome, CounterChild> | null>()
 
 /** The children of one service, bound once. */
 export class ServiceMetrics {
@@ -150,7 +184,9 @@ export class ServiceMetrics {
     this.discoveryErrors = metrics.bind(metrics.discoveryErrors, { service, source })
     // Exported at 0 from the start (prom-client shows a child only once touched), so rate() and
     // "absent" alerts work before the first retry or discovery error.
-    this.inFlight.set(0)
+    // inc(0), not set(0): a cluster rebuilt by a reload binds the same series while the old one's
+    // requests are still in flight, and each of them will dec() what it inc()ed.
+    this.inFlight.inc(0)
     this.retries.inc(0)
     this.discoveryUpdates.inc(0)
     this.discoveryErrors.inc(0)
@@ -168,6 +204,7 @@ export class ServiceMetrics {
 
   attempt(host: Host, outcome: AttemptOutcome): void {
     let byOutcome = hostCounters.get(host)
+    if (byOutcome === null) return
     if (byOutcome === undefined) {
       byOutcome = new Map()
       hostCounters.set(host, byOutcome)

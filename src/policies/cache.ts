@@ -235,7 +235,10 @@ export class ResponseCache implements ResponseCacheHook {
   close(): void {
     this.#lru.clear()
     if (this.#metrics === null) return
-    this.#metrics.caches.delete(this)
+    const caches = this.#metrics.caches
+    caches.delete(this)
+    // A reload builds the successor beside this cache, bound to the same series: keep them for it.
+    for (const c of caches) if (c.service === this.service) return
     for (const result of ['hit', 'miss', 'revalidated'] as const) this.#metrics.requests.remove({ service: this.service, result })
   }
 }

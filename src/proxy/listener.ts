@@ -17,6 +17,7 @@ export type ListenerTarget = { kind: 'shared'; router: Router<ServiceRuntime> } 
 export interface ProxyListenerOptions {
   /** Upstream idle keep-alive time for client connections (ms). */
   keepAliveTimeoutMs: number
+  /** Access-log sink or null; a reload may switch it (see `setAccessLog`). */
   accessLog: Logger | null
   logger: Logger
 }
@@ -52,6 +53,11 @@ export class ProxyListener {
     this.server.on('request', this.#onRequest)
     this.server.on('upgrade', this.#onUpgrade)
     this.server.on('connect', this.#onConnect)
+  }
+
+  /** Turns the access log on (a logger) or off (null) for requests accepted from now on. */
+  setAccessLog(accessLog: Logger | null): void {
+    this.#options.accessLog = accessLog
   }
 
   get activeRequests(): number {

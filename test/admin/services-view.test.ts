@@ -67,10 +67,12 @@ describe('serviceView', () => {
     assert.equal(
       renderStatusTable([v]),
       [
-        'SERVICE         STRATEGY     ENDPOINT     WEIGHT  HEALTH                IN-FLIGHT  REQUESTS  WHY',
-        'api (stale 3s)  round-robin  10.0.0.1:80  2       healthy               1          9',
-        'api (stale 3s)  round-robin  10.0.0.2:80  1       unhealthy (ejected)   0          0         ejected until 12:01:37',
-        'api (stale 3s)  round-robin  10.0.0.3:80  1       unhealthy (draining)  0          0         left the registry',
+        'SERVICE         STRATEGY     ENDPOINT     WEIGHT  HEALTH     FLAGS     IN-FLIGHT  REQUESTS  WHY',
+        'api (stale 3s)  round-robin  10.0.0.1:80       2  healthy    -                 1         9',
+        'api (stale 3s)  round-robin  10.0.0.2:80       1  unhealthy  ejected           0         0  ejected until 12:01:37',
+        'api (stale 3s)  round-robin  10.0.0.3:80       1  unhealthy  draining          0         0  left the registry',
+        '',
+        '1 service, 1/3 endpoints healthy, 1 stale',
         '',
       ].join('\n'),
     )
