@@ -158,9 +158,14 @@ function configPath(flag: string | undefined): string | null {
 }
 
 async function validate(file: string): Promise<number> {
-  const [{ loadConfigFile }, { ConfigError }] = await Promise.all([import('./config/load.ts'), import('./config/errors.ts')])
+  const [{ loadConfigFile }, { ConfigError }, { policyFileProblems }] = await Promise.all([import('./config/load.ts'), import('./config/errors.ts'), import('./policies/service-policies.ts')])
   try {
     const config = loadConfigFile(file)
+    const problems = policyFileProblems(config)
+    if (problems.length > 0) {
+      process.stdout.write(`${problems.join('\n')}\n`)
+      return EXIT_FAILED
+    }
     process.stdout.write(`ok: ${config.services.length} services\n`)
     return EXIT_OK
   } catch (err) {

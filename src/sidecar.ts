@@ -10,7 +10,6 @@ import { createRegistrar } from './registration/registry.ts'
 import type { Registrar } from './registration/types.ts'
 import type { DiscoveryAdapter } from './discovery/types.ts'
 import { Metrics } from './observability/metrics.ts'
-import { notBuiltYet } from './config/not-built.ts'
 import { ActiveHealthChecker } from './health/active.ts'
 import { OutlierDetector } from './health/outlier.ts'
 import type { Host } from './cluster/host.ts'
@@ -20,8 +19,9 @@ import { ProxyListener } from './proxy/listener.ts'
 import { Router } from './proxy/router.ts'
 import type { ServiceRuntime, StickyCookie } from './proxy/service-runtime.ts'
 import { hashKeyReader } from './proxy/hash-key.ts'
+import { createServicePolicies } from './policies/service-policies.ts'
 import { planReload, summarize } from './reload/plan.ts'
-import { closePolicies, createPolicies, policiesView } from './policies/policies.ts'
+import { closeTrafficLimits, createPolicies, policiesView } from './policies/policies.ts'
 
 /** A problem found while wiring a valid config (a strategy or source this build lacks, a port in use). */
 export class StartupError extends Error {
@@ -198,7 +198,6 @@ export class Sidecar {
 
   /** Start-up (and reload) warnings about a config that is valid but will not do all it says. */
   #warnAbout(c: Config): void {
-    for (const path of notBuiltYet(c)) this.#logger.warn({ path }, `${path}: not built yet in this version; ignored`)
     const consulServices = c.services.filter((s) => s.source === 'consul').length
     if (consulServices > CONSUL_CONNECTIONS_WARNING) {
       this.#logger.warn(
@@ -226,7 +225,7 @@ export class Sidecar {
     const observer: ClusterObserver = {
       onClusterChange: (cluster) => metrics.updateEndpointGauge(cluster),
       onHostAdded: active === undefined ? undefined : (cluster, host) => {
-        unwatch.set(host, this.#checker.watch(host.address, host.port, active, (verdict) => cluster.setHostFlag(host, HostFlag.FAILED_ACTIVE_CHECK, !verdict.healthy, verdict.reason)))
+        unwatch.set(host, this.#checker.watch(host.address, host.port, active, (verdict) => cluster.setHostFlag(host, HostFlag.FAILED_ACTIVE_CHECK, !verdict.healthy, verdict.reason), host.tls))
       },
       onHostLeft: (_cluster, host) => {
         unwatch.get(host)?.()
@@ -235,7 +234,9 @@ export class Sidecar {
       },
       onHostRemoved: (cluster, host) => this.#removeHostSeries(cluster, host),
     }
-    const cluster = new ServiceCluster(config, factory(config), logger, observer)
+    const policies = createServicePolicies(config, metrics, logger.child({ service: config.name }), (path, message) => new StartupError(path, message))
+    const limits = createPolicies(config, metrics)
+    const cluster = new ServiceCluster(config, factory(config), logger, observer, Date.now, policies)
     let live = this.#liveClusters.get(config.name)
     if (live === undefined) this.#liveClusters.set(config.name, (live = new Set()))
     live.add(cluster)
@@ -248,7 +249,12 @@ export class Sidecar {
       hashKey: config.strategy === 'consistent-hash' ? hashKeyReader(config.hashKey) : null,
       stickyCookie: stickyCookieOf(config),
       outlier,
-      ...createPolicies(config, metrics),
+      ...limits,
+      cache: policies.cache,
+      closePolicies: () => {
+        closeTrafficLimits(limits)
+        policies.close()
+      },
       inFlight: 0,
       retriesInFlight: 0,
     }
@@ -530,7 +536,7 @@ export class Sidecar {
       s.unwatchHealth()
     }, (hosts) => {
       // Only now: requests still waiting on the old breaker got their slots as the old ones finished.
-      closePolicies(s.runtime)
+      s.runtime.closePolicies()
       if (how.removed && !this.#services.has(cluster.name)) {
         this.#clusterClosed(cluster, [])
         this.metrics.removeService(cluster)
@@ -564,7 +570,7 @@ export class Sidecar {
     // A cluster that was to take over the running adapter leaves it running.
     if (s.discovery !== this.#services.get(s.runtime.name)?.discovery) await s.discovery.stop()
     s.runtime.outlier?.stop()
-    closePolicies(s.runtime)
+    s.runtime.closePolicies()
     s.unwatchHealth()
     const hosts = [...s.runtime.cluster.hosts(), ...s.runtime.cluster.drainingHosts()]
     await s.runtime.cluster.destroy()
@@ -607,7 +613,7 @@ export class Sidecar {
     await Promise.all([...this.#services.values()].map((s) => s.discovery.stop()))
     for (const s of this.#services.values()) {
       s.runtime.outlier?.stop()
-      closePolicies(s.runtime)
+      s.runtime.closePolicies()
     }
     await this.#checker.close()
     await this.#state.flush()

@@ -25,6 +25,8 @@ export interface ServiceView {
   endpoints: EndpointView[]
   /** One key per configured traffic policy (`circuitBreaker`, `rateLimit`); `{}` when none. */
   policies?: PoliciesView
+  /** With `cache:` configured: entries, bytes, hits, misses, revalidated, hitRate. */
+  cache?: Record<string, number>
 }
 
 function endpointView(host: Host): EndpointView {
@@ -43,7 +45,7 @@ function endpointView(host: Host): EndpointView {
 /** The `/api/services` document: members first, then hosts still draining. */
 export function serviceView(cluster: ServiceCluster, policies: PoliciesView = {}): ServiceView {
   const d = cluster.discovery
-  return {
+  const view: ServiceView = {
     name: cluster.name,
     source: cluster.config.source,
     strategy: cluster.config.strategy,
@@ -57,4 +59,5 @@ export function serviceView(cluster: ServiceCluster, policies: PoliciesView = {}
     endpoints: [...cluster.hosts().map(endpointView), ...cluster.drainingHosts().map(endpointView)],
     policies,
   }
+  return cluster.policies === null ? view : Object.assign(view, cluster.policies.view())
 }

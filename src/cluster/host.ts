@@ -4,6 +4,7 @@ import { endpointKey } from '../discovery/types.ts'
 import { hashString } from '../balancer/hash.ts'
 import type { OutlierState } from '../health/outlier-state.ts'
 import { newOutlierState } from '../health/outlier-state.ts'
+import type { TlsDialer } from '../policies/tls.ts'
 
 /** In-flight requests over all hosts of one cluster: the average that bounded-load hashing needs. */
 export interface ClusterLoad {
@@ -76,8 +77,10 @@ export class Host {
   readonly load: ClusterLoad
   /** Passive-health bookkeeping, owned by the service's OutlierDetector. */
   readonly outlier: OutlierState = newOutlierState()
+  /** How this host is reached over TLS (its pool and its health probes); null for plain HTTP. */
+  readonly tls: TlsDialer | null
 
-  constructor(endpoint: Endpoint, dispatcher: Dispatcher, maxConcurrent: number, nowMs: number, load: ClusterLoad = { inFlight: 0 }) {
+  constructor(endpoint: Endpoint, dispatcher: Dispatcher, maxConcurrent: number, nowMs: number, load: ClusterLoad = { inFlight: 0 }, tls: TlsDialer | null = null) {
     this.key = endpointKey(endpoint.address, endpoint.port)
     this.address = endpoint.address
     this.port = endpoint.port
@@ -89,6 +92,7 @@ export class Host {
     this.hashSeed = hashString(this.key)
     this.stickyToken = this.hashSeed.toString(16).padStart(8, '0')
     this.load = load
+    this.tls = tls
   }
 
   /** A request starts on this host. */

@@ -7,6 +7,7 @@ import type { Endpoint } from '../discovery/types.ts'
 import { endpointKey } from '../discovery/types.ts'
 import { Host, HostFlag, UNROUTABLE_FLAGS } from './host.ts'
 import type { ClusterLoad } from './host.ts'
+import type { UpstreamTls } from '../policies/tls.ts'
 
 /** A host in slow start begins at this share of its weight (Envoy's min_weight_percent default). */
 export const SLOW_START_MIN_FACTOR = 0.1
@@ -40,6 +41,14 @@ export interface DiscoveryStatus {
 
 export type Clock = () => number
 
+/** Per-service traffic policies the cluster carries (src/policies/service-policies.ts). */
+export interface ClusterPolicies {
+  /** Upstream TLS: used for every host with `tls:`, else for hosts discovery marks https. */
+  readonly tls: UpstreamTls | null
+  /** Policy state for `/api/services`, merged into the service's entry (e.g. `{ cache: {...} }`). */
+  view(): Record<string, unknown>
+}
+
 /**
  * The live state of one upstream service: a stable Host per `address:port`, the balancer, and the
  * current picker. Endpoint sets come in whole (from discovery); the cluster diffs them against its
@@ -65,9 +74,13 @@ export class ServiceCluster {
   readonly #load: ClusterLoad = { inFlight: 0 }
   /** Pending rebuild that advances the slow-start ramp; null when no host is ramping. */
   #slowStartTimer: NodeJS.Timeout | null = null
+  readonly policies: ClusterPolicies | null
+  readonly #tls: UpstreamTls | null
 
-  constructor(config: ServiceConfig, balancer: Balancer, logger: Logger, observer: ClusterObserver = {}, now: Clock = Date.now) {
+  constructor(config: ServiceConfig, balancer: Balancer, logger: Logger, observer: ClusterObserver = {}, now: Clock = Date.now, policies: ClusterPolicies | null = null) {
     this.name = config.name
+    this.policies = policies
+    this.#tls = policies?.tls ?? null
     this.config = config
     this.#balancer = balancer
     this.#logger = logger
@@ -114,9 +127,16 @@ export class ServiceCluster {
       const key = endpointKey(endpoint.address, endpoint.port)
       if (seen.has(key)) continue
       seen.add(key)
-      const existing = this.#hosts.get(key)
+      let existing = this.#hosts.get(key)
+      const tls = this.#tls !== null && this.#tls.usesTls(endpoint) ? this.#tls : null
+      if (existing !== undefined && existing.tls !== tls) {
+        // The endpoint switched between http and https: its pool speaks the old one. Replace it.
+        this.#hosts.delete(key)
+        this.#drain(existing)
+        existing = undefined
+      }
       if (existing === undefined) {
-        const host = new Host(endpoint, this.#createPool(endpoint), this.config.maxConcurrent, now, this.#load)
+        const host = new Host(endpoint, this.#createPool(endpoint, tls), this.config.maxConcurrent, now, this.#load, tls)
         if (slowStart) host.setFlag(HostFlag.SLOW_START, true, `slow start since ${new Date(now).toISOString()}`)
         this.#hosts.set(key, host)
         this.#observer.onHostAdded?.(this, host)
@@ -265,10 +285,12 @@ export class ServiceCluster {
     })
   }
 
-  #createPool(endpoint: Endpoint): Pool {
+  #createPool(endpoint: Endpoint, tls: UpstreamTls | null): Pool {
     const t = this.config.timeouts
-    const origin = `http://${endpointKey(endpoint.address, endpoint.port)}`
+    const origin = `${tls === null ? 'http' : 'https'}://${endpointKey(endpoint.address, endpoint.port)}`
     return new Pool(origin, {
+      // With TLS the connector carries the certificates, servername and connect timeout (re-read on change).
+      connect: tls?.connect,
       // HTTP/1.1 holds one request per connection: as many connections as requests allowed in flight.
       connections: this.config.maxConcurrent,
       pipelining: 1,

@@ -229,7 +229,8 @@ export class EtcdDiscovery implements DiscoveryAdapter {
 
 /**
  * The endpoint stored under `key`: JSON `{"address": "10.0.0.5", "port": 8080, "weight": 2, "meta": {}}`
- * (weight defaults to 1, meta is an optional map of strings, other fields are ignored so that other
+ * (weight defaults to 1, meta is an optional map of strings, `"scheme": "https"` is copied into
+ * `meta.scheme` and turns TLS on, other fields are ignored so that other
  * tools may store more), or a plain `host:port` / `[ipv6]:port`. Throws an Error naming the key and
  * what is wrong, in the words `outrigger validate` uses for endpoints.
  */
@@ -263,6 +264,11 @@ export function parseEtcdValue(key: string, value: string): Endpoint {
         else problems.push(`meta.${name}: must be a string`)
       }
     }
+  }
+  // `"scheme": "https"` turns TLS on for the endpoint; carried in meta, as Consul's Service.Meta.scheme is.
+  if (o.scheme !== undefined) {
+    if (o.scheme === 'http' || o.scheme === 'https') meta.scheme ??= o.scheme
+    else problems.push('scheme: must be one of http, https')
   }
   if (!r.success || problems.length > 0) throw new Error(`${key}: ${problems.join('; ')}`)
   return { ...r.data, meta }

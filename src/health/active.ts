@@ -4,6 +4,7 @@ import type { ActiveHealthCheckConfig } from '../config/types.ts'
 import { endpointKey } from '../discovery/types.ts'
 import { HttpProbe } from './http-probe.ts'
 import { clockTime } from './outlier.ts'
+import type { TlsDialer } from '../policies/tls.ts'
 
 /** Each probe interval is stretched or shrunk by up to this fraction, so loops drift apart. */
 export const INTERVAL_JITTER = 0.1
@@ -61,12 +62,15 @@ export class ActiveHealthChecker {
     this.#observer = options.observer ?? {}
   }
 
-  /** Starts (or joins) the loop for this endpoint and settings; returns the function that leaves it. */
-  watch(address: string, port: number, config: ActiveHealthCheckConfig, watcher: CheckWatcher): () => void {
-    const key = `${endpointKey(address, port)} ${config.type} ${config.path} ${config.intervalMs} ${config.timeoutMs} ${config.healthyThreshold} ${config.unhealthyThreshold}`
+  /**
+   * Starts (or joins) the loop for this endpoint and settings; returns the function that leaves it.
+   * With `tls`, probes go over TLS with that dialer's certificates (a TCP check is then a TLS handshake).
+   */
+  watch(address: string, port: number, config: ActiveHealthCheckConfig, watcher: CheckWatcher, tls: TlsDialer | null = null): () => void {
+    const key = `${endpointKey(address, port)} ${config.type} ${config.path} ${config.intervalMs} ${config.timeoutMs} ${config.healthyThreshold} ${config.unhealthyThreshold} ${tls === null ? 'plain' : `tls#${tls.id}`}`
     let loop = this.#loops.get(key)
     if (loop === undefined) {
-      loop = new CheckLoop(address, port, config, this.#probe, this.#logger, this.#observer)
+      loop = new CheckLoop(address, port, config, this.#probe, this.#logger, this.#observer, tls)
       this.#loops.set(key, loop)
       loop.start()
     }
@@ -116,6 +120,7 @@ class CheckLoop {
   readonly #logger: Logger
   readonly #observer: CheckObserver
   readonly #endpoint: string
+  readonly #tls: TlsDialer | null
   #timer: NodeJS.Timeout | null = null
   #stopped = false
   #passes = 0
@@ -124,7 +129,8 @@ class CheckLoop {
   #lastError = ''
   #probed = false
 
-  constructor(address: string, port: number, config: ActiveHealthCheckConfig, probe: Probe | null, logger: Logger, observer: CheckObserver) {
+  constructor(address: string, port: number, config: ActiveHealthCheckConfig, probe: Probe | null, logger: Logger, observer: CheckObserver, tls: TlsDialer | null) {
+    this.#tls = tls
     this.#address = address
     this.#port = port
     this.#config = config
@@ -163,7 +169,7 @@ class CheckLoop {
       if (this.#probe !== null) {
         error = await this.#probe(this.#address, this.#port, this.#config)
       } else {
-        this.#prober ??= createProber(this.#address, this.#port, this.#config)
+        this.#prober ??= createProber(this.#address, this.#port, this.#config, this.#tls)
         error = await this.#prober.probe()
       }
     } catch (err) {
@@ -209,9 +215,9 @@ export interface Prober {
   close(): void
 }
 
-export function createProber(address: string, port: number, config: ActiveHealthCheckConfig): Prober {
-  if (config.type === 'tcp') return { probe: () => probeTcp(address, port, config.timeoutMs), close: () => undefined }
-  const http = new HttpProbe(address, port, config.path, endpointKey(address, port))
+export function createProber(address: string, port: number, config: ActiveHealthCheckConfig, tls: TlsDialer | null = null): Prober {
+  if (config.type === 'tcp') return { probe: () => probeTcp(address, port, config.timeoutMs, tls), close: () => undefined }
+  const http = new HttpProbe(address, port, config.path, endpointKey(address, port), tls)
   return { probe: () => http.probe(config.timeoutMs), close: () => http.close() }
 }
 
@@ -225,16 +231,17 @@ export async function probeEndpoint(address: string, port: number, config: Activ
   }
 }
 
-function probeTcp(address: string, port: number, timeoutMs: number): Promise<string | null> {
+/** A TCP connect, or with `tls` a completed TLS handshake, within `timeoutMs`. */
+function probeTcp(address: string, port: number, timeoutMs: number, tls: TlsDialer | null): Promise<string | null> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: address, port })
+    const socket = tls === null ? net.connect({ host: address, port }) : tls.dial(address, port)
     const done = (result: string | null): void => {
       clearTimeout(timer)
       socket.destroy()
       resolve(result)
     }
     const timer = setTimeout(() => done(`timeout after ${timeoutMs} ms`), timeoutMs)
-    socket.once('connect', () => done(null))
+    socket.once(tls === null ? 'connect' : 'secureConnect', () => done(null))
     socket.once('error', (err: NodeJS.ErrnoException) => done(err.code ?? err.message))
   })
 }

@@ -1,4 +1,5 @@
 import net from 'node:net'
+import type { TlsDialer } from '../policies/tls.ts'
 
 /**
  * A minimal HTTP/1.1 client for health probes: one kept-alive connection per checked endpoint, a
@@ -9,18 +10,22 @@ import net from 'node:net'
  *
  * Bodies are framed by Content-Length, chunked encoding, or the connection's close. Anything the
  * parser does not understand fails the probe and drops the connection; the next probe reconnects.
- * Never pipelines: one probe at a time per connection.
+ * Never pipelines: one probe at a time per connection. A TLS endpoint is probed over TLS with the
+ * service's certificates (`tls`), as Envoy's health checks use the cluster's transport socket, so a
+ * bad certificate fails the check as it would fail traffic.
  */
 export class HttpProbe {
   readonly #host: string
   readonly #port: number
   readonly #request: Buffer
+  readonly #tls: TlsDialer | null
   #socket: net.Socket | null = null
   #pending: Pending | null = null
 
-  constructor(address: string, port: number, path: string, hostHeader: string) {
+  constructor(address: string, port: number, path: string, hostHeader: string, tls: TlsDialer | null = null) {
     this.#host = address
     this.#port = port
+    this.#tls = tls
     this.#request = Buffer.from(`GET ${path} HTTP/1.1\r\nhost: ${hostHeader}\r\nuser-agent: outrigger-health-check\r\naccept: */*\r\n\r\n`, 'latin1')
   }
 
@@ -43,13 +48,13 @@ export class HttpProbe {
       return
     }
     pending.reused = false
-    const s = net.connect({ host: this.#host, port: this.#port, noDelay: true })
+    const s = this.#tls === null ? net.connect({ host: this.#host, port: this.#port, noDelay: true }) : this.#tls.dial(this.#host, this.#port)
     s.setEncoding('latin1')
     this.#socket = s
     s.on('data', (chunk: string) => this.#onData(s, chunk))
     s.on('error', (err: NodeJS.ErrnoException) => this.#onClose(s, err.code ?? err.message))
     s.on('close', () => this.#onClose(s, 'connection closed'))
-    s.once('connect', () => s.write(this.#request))
+    s.once(this.#tls === null ? 'connect' : 'secureConnect', () => s.write(this.#request))
   }
 
   close(): void {

@@ -47,6 +47,6 @@ export function policiesView(policies: ServicePolicies): PoliciesView {
 }
 
 /** Releases what the policies hold (the breaker's timer and waiting requests); idempotent. */
-export function closePolicies(policies: ServicePolicies): void {
+export function closeTrafficLimits(policies: ServicePolicies): void {
   policies.circuitBreaker?.close()
 }

@@ -12,7 +12,7 @@ import type { CompiledHeaderRewrite } from './header-rewrite.ts'
 import { applyHeaderRewrite } from './header-rewrite.ts'
 import type { PendingRequest } from '../policies/circuit-breaker.ts'
 import { Admission } from '../policies/circuit-breaker.ts'
-import type { ServiceRuntime } from './service-runtime.ts'
+import type { ResponseTap, ServiceRuntime } from './service-runtime.ts'
 import { retryAllowed } from './service-runtime.ts'
 
 /** Methods whose repetition the client has agreed to (RFC 9110 §9.2.2). */
@@ -48,6 +48,8 @@ export interface ForwardOptions {
   accessLog: Logger | null
   /** The matched route's response header rewrite, or null. */
   responseHeaders: CompiledHeaderRewrite | null
+  /** The response cache's view of this request; null when the service has no cache. */
+  tap: ResponseTap | null
 }
 
 /**
@@ -86,6 +88,8 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   #status = 0
   /** Where this request stands with the service's circuit breaker (see SLOT_*). */
   #slot: SlotState = SLOT_NONE
+  /** Status of an answer the tap wrote itself (a revalidated stored response); 0 when none. */
+  #tapAnswered = 0
 
   constructor(req: IncomingMessage, res: ServerResponse, service: ServiceRuntime, options: ForwardOptions) {
     this.#req = req
@@ -101,6 +105,12 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
     this.#service.inFlight++
     this.#service.metrics.inFlight.inc()
     this.#res.once('close', this.#onClientClose)
+    // A cache hit is answered before the breaker: it takes no upstream slot.
+    const tap = this.#options.tap
+    if (tap !== null) {
+      const status = tap.answer(this.#res)
+      if (status !== 0) return this.#finish(status)
+    }
     const breaker = this.#service.circuitBreaker
     if (breaker !== null) {
       const admission = breaker.acquire(this)
@@ -140,15 +150,16 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
     this.#sent = false
     this.#controller = null
     host.acquire()
-    host.dispatcher.dispatch(
-      {
-        path: this.#options.path,
-        method: this.#req.method!,
-        headers: this.#options.headers,
-        body: this.#options.hasBody ? this.#req : null,
-      },
-      this,
-    )
+    // undici would take the TLS server name from each request's Host header and reconnect when it
+    // changes; a constant per host keeps connections. The TLS connector applies `tls.servername`.
+    const options: Dispatcher.DispatchOptions & { servername: string } = {
+      path: this.#options.path,
+      method: this.#req.method!,
+      headers: this.#options.headers,
+      body: this.#options.hasBody ? this.#req : null,
+      servername: host.address,
+    }
+    host.dispatcher.dispatch(options, this)
   }
 
   /** After a failed attempt the answer is that failure, not "no endpoint". */
@@ -175,11 +186,14 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
     if (sticky !== null && this.#host !== null && this.#host.stickyToken !== this.#options.stickyToken) {
       headers.push('set-cookie', `${sticky.name}=${this.#host.stickyToken}; ${sticky.attributes}`)
     }
-    res.writeHead(statusCode, statusMessage, headers)
     this.#responded = true
+    if (this.#options.tap !== null && (this.#tapAnswered = this.#options.tap.onResponseStart(statusCode, headers, res)) !== 0) return
+    res.writeHead(statusCode, statusMessage, headers)
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#tapAnswered !== 0) return
+    this.#options.tap?.onResponseData(chunk)
     if (!this.#res.write(chunk)) {
       controller.pause()
       this.#res.once('drain', this.#onDrain)
@@ -187,9 +201,12 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   }
 
   onResponseEnd(): void {
-    this.#res.end()
+    if (this.#tapAnswered === 0) {
+      this.#res.end()
+      this.#options.tap?.onResponseEnd()
+    }
     this.#endAttempt(statusClass(this.#status))
-    this.#finish(this.#status)
+    this.#finish(this.#tapAnswered === 0 ? this.#status : this.#tapAnswered)
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
@@ -210,7 +227,7 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
     const host = this.#host
     let outcome: AttemptOutcome
     let retryable: boolean
-    if (!this.#sent) {
+    if (!this.#sent || (host?.tls != null && host.tls.rejectedAtHandshake(error))) {
       outcome = code === 'UND_ERR_CONNECT_TIMEOUT' ? 'timeout' : 'connect_failed'
       this.#lastError = 'upstream_connect_failed'
       retryable = true
@@ -258,7 +275,7 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   }
 
   #fail(code: ErrorCode): void {
-    sendError(this.#res, code, this.#service.name)
+    sendError(this.#res, code, this.#service.name, this.#options.tap?.errorHeaders)
     this.#finish(ERROR_STATUS[code])
   }
 

@@ -135,7 +135,7 @@ export class ProxyListener {
       }
     }
     const client = clientIp(req.socket.remoteAddress)
-    const { headers } = upstreamRequestHeaders(req.rawHeaders, client, 'http', resolved.hostOverride)
+    const { headers, host } = upstreamRequestHeaders(req.rawHeaders, client, 'http', resolved.hostOverride)
     const route = resolved.route
     if (route !== null && route.requestHeaders !== null) applyHeaderRewrite(headers, route.requestHeaders)
     let hash = -1
@@ -158,6 +158,7 @@ export class ProxyListener {
       stickyToken,
       accessLog: this.#options.accessLog,
       responseHeaders: route === null ? null : route.responseHeaders,
+      tap: service.cache === null ? null : service.cache.begin(req, resolved.path, host, headers),
     }).start()
   }
 

@@ -54,7 +54,8 @@ export class UpgradeExchange implements Dispatcher.DispatchHandler {
     this.#sent = false
     host.acquire()
     // undici writes `connection: upgrade` and `upgrade: <protocol>` itself and refuses them in headers.
-    host.dispatcher.dispatch({ path: this.#path, method: this.#req.method!, headers: this.#headers, upgrade: this.#protocol, body: null }, this)
+    const options: Dispatcher.DispatchOptions & { servername: string } = { path: this.#path, method: this.#req.method!, headers: this.#headers, upgrade: this.#protocol, body: null, servername: host.address }
+    host.dispatcher.dispatch(options, this)
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {

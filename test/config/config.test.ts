@@ -556,6 +556,12 @@ const MISTAKES: Mistake[] = [
   { name: 'consul url with another scheme', text: 'discovery: { consul: { url: "ftp://x" } }\n', path: 'discovery.consul.url', message: 'must be a URL like http://127.0.0.1:8500 (http or https)' },
   { name: 'consul consistency', text: 'discovery: { consul: { consistency: eventual } }\n', path: 'discovery.consul.consistency', message: 'must be one of default, stale, consistent' },
   { name: 'etcd username without password', text: 'discovery: { etcd: { username: u } }\n', path: 'discovery.etcd.password', message: 'is required with username' },
+  { name: 'tls unknown field', text: svc('    source: consul\n    tls: { ca: ./ca.pem, verify: false }\n'), path: 'services.api.tls', message: 'unknown field "verify"' },
+  { name: 'tls empty servername', text: svc('    source: consul\n    tls: { servername: "" }\n'), path: 'services.api.tls.servername', message: 'must not be empty' },
+  { name: 'tls not a map', text: svc('    source: consul\n    tls: yes\n'), path: 'services.api.tls', message: 'must be a map' },
+  { name: 'cache without maxEntries', text: svc('    source: consul\n    cache: { maxBytes: 1MiB }\n'), path: 'services.api.cache.maxEntries', message: 'is required' },
+  { name: 'cache maxEntries zero', text: svc('    source: consul\n    cache: { maxEntries: 0, maxBytes: 1MiB }\n'), path: 'services.api.cache.maxEntries', message: 'must be at least 1' },
+  { name: 'cache maxBytes not a size', text: svc('    source: consul\n    cache: { maxEntries: 10, maxBytes: lots }\n'), path: 'services.api.cache.maxBytes', message: 'must be a size like 64KiB or 1MiB' },
   { name: 'tls cert without key', text: svc('    source: consul\n    tls: { cert: ./client.pem }\n'), path: 'services.api.tls.key', message: 'is required with cert' },
   { name: 'tls key without cert', text: svc('    source: consul\n    tls: { key: ./client-key.pem }\n'), path: 'services.api.tls.cert', message: 'is required with key' },
   {

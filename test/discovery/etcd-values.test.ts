@@ -18,6 +18,11 @@ describe('parseEtcdValue', () => {
     })
   })
 
+  it('carries "scheme": "https" into meta.scheme (it turns TLS on) and refuses other schemes', () => {
+    assert.deepEqual(parseEtcdValue(KEY, '{"address":"10.0.0.5","port":8443,"scheme":"https"}'), { address: '10.0.0.5', port: 8443, weight: 1, meta: { scheme: 'https' } })
+    assert.throws(() => parseEtcdValue(KEY, '{"address":"10.0.0.5","port":8443,"scheme":"ftp"}'), /scheme: must be one of http, https/)
+  })
+
   it('defaults weight to 1 and meta to empty', () => {
     assert.deepEqual(parseEtcdValue(KEY, '{"address":"10.0.0.5","port":8080}'), { address: '10.0.0.5', port: 8080, weight: 1, meta: {} })
     assert.deepEqual(parseEtcdValue(KEY, '{"address":"api-1.internal","port":443,"meta":{}}'), { address: 'api-1.internal', port: 443, weight: 1, meta: {} })

@@ -22,7 +22,7 @@ function runtime(t: TestContext, budgetPercent: number): ServiceRuntime {
     metrics.removeService(cluster)
     return cluster.close()
   })
-  return { name: config.name, config, cluster, metrics: metrics.forService(cluster, 'static'), hashKey: null, stickyCookie: null, outlier: null, circuitBreaker: null, rateLimit: null, inFlight: 0, retriesInFlight: 0 }
+  return { name: config.name, config, cluster, metrics: metrics.forService(cluster, 'static'), hashKey: null, stickyCookie: null, outlier: null, circuitBreaker: null, rateLimit: null, cache: null, closePolicies: () => undefined, inFlight: 0, retriesInFlight: 0 }
 }
 
 /** The largest number of retries in flight that still allows one more. */
