@@ -19,6 +19,7 @@ import { AdminServer } from './admin/server.ts'
 import { ProxyListener } from './proxy/listener.ts'
 import { Router } from './proxy/router.ts'
 import type { ServiceRuntime, StickyCookie } from './proxy/service-runtime.ts'
+import { RetryBudget } from './proxy/service-runtime.ts'
 import { hashKeyReader } from './proxy/hash-key.ts'
 
 /** A problem found while wiring a valid config (a strategy or source this build lacks, a port in use). */
@@ -176,7 +177,7 @@ export class Sidecar {
       stickyCookie: stickyCookieOf(config),
       outlier,
       inFlight: 0,
-      retriesInFlight: 0,
+      retryBudget: new RetryBudget(config.retry.budgetPercent),
     }
     const listener = config.listen === undefined ? null : new ProxyListener({ kind: 'dedicated', service: runtime }, { keepAliveTimeoutMs: 60_000, accessLog, logger: proxyLogger })
     return { runtime, discovery, listener }

@@ -9,7 +9,6 @@ import type { ErrorCode } from './errors.ts'
 import { ERROR_STATUS, sendError } from './errors.ts'
 import { downstreamResponseHeaders } from './headers.ts'
 import type { ServiceRuntime } from './service-runtime.ts'
-import { retryAllowed } from './service-runtime.ts'
 
 /** Methods whose repetition the client has agreed to (RFC 9110 §9.2.2). */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
@@ -69,7 +68,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #responded = false
   #clientGone = false
   #done = false
-  #retrying = false
   #attempt = 0
   #status = 0
 
@@ -85,6 +83,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   start(): void {
     this.#service.inFlight++
+    this.#service.retryBudget.onRequest(this.#service.inFlight)
     this.#service.metrics.inFlight.inc()
     this.#res.once('close', this.#onClientClose)
     this.#dispatch()
@@ -185,13 +184,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       retryable = !this.#options.hasBody && this.#isIdempotent()
     }
     this.#endAttempt(outcome)
-    if (retryable && host !== null && this.#attempt < this.#service.config.retry.attempts && retryAllowed(this.#service)) {
+    if (retryable && host !== null && this.#attempt < this.#service.config.retry.attempts && this.#service.retryBudget.tryRetry()) {
       this.#attempt++
       ;(this.#context.tried ??= []).push(host)
-      if (!this.#retrying) {
-        this.#retrying = true
-        this.#service.retriesInFlight++
-      }
       this.#service.metrics.retries.inc()
       this.#dispatch()
       return
@@ -227,7 +222,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#done = true
     const service = this.#service
     service.inFlight--
-    if (this.#retrying) service.retriesInFlight--
     service.metrics.inFlight.dec()
     service.metrics.request(status)
     const seconds = Number(process.hrtime.bigint() - this.#startNs) / 1e9
