@@ -136,6 +136,7 @@ export class ProxyListener {
       path: resolved.path,
       headers,
       hasBody,
+      contentLength: cl === undefined ? -1 : Number(cl),
       hash,
       stickyToken,
       accessLog: this.#options.accessLog,
