@@ -40,6 +40,7 @@ export class ProxyListener {
   /** Requests accepted and not yet answered, across all services on this listener. */
   #active = 0
   #idleWaiters: Array<() => void> = []
+  #draining = false
 
   constructor(target: ListenerTarget, options: ProxyListenerOptions) {
     this.target = target
@@ -69,11 +70,19 @@ export class ProxyListener {
     })
   }
 
-  /** Stops accepting connections; resolves when every accepted request is answered. */
+  /**
+   * Stops accepting connections; resolves when every accepted request is answered. Meanwhile each
+   * response says `Connection: close`, so clients stop reusing their connections; once the last
+   * request is answered the remaining (idle) connections are closed at once, in the same tick, so
+   * no request can arrive on a kept-alive connection after the services behind it are closed (the
+   * fault suite's SIGTERM test saw one answered 503 no_healthy_endpoint that way).
+   */
   async drain(): Promise<void> {
+    this.#draining = true
     this.server.close()
     this.server.closeIdleConnections()
     if (this.#active > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve))
+    this.server.closeAllConnections()
   }
 
   /** Closes every connection now (the end of the shutdown timeout). */
@@ -106,6 +115,8 @@ export class ProxyListener {
 
   readonly #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     this.#active++
+    // node then answers `Connection: close` and closes the connection after this response.
+    if (this.#draining) res.shouldKeepAlive = false
     res.once('close', this.#onResponseClose)
     const resolved = this.#resolve(req)
     if (resolved === 'bad') {
