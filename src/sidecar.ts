@@ -88,12 +88,13 @@ export class Sidecar {
     }))
     this.#shared = new ProxyListener(
       { kind: 'shared', router: new Router(runtimes) },
-      { keepAliveTimeoutMs: 60_000, accessLog, logger: proxyLogger },
+      { keepAliveTimeoutMs: 60_000, accessLog, logger: proxyLogger, limits: config.limits },
     )
     this.#admin = new AdminServer(
       { clusters: () => [...this.#services.values()].map((s) => s.runtime.cluster), accepting: () => this.#accepting },
       this.metrics,
       logger.child({ module: 'admin' }),
+      config.adminToken,
     )
   }
 
@@ -179,7 +180,7 @@ export class Sidecar {
       inFlight: 0,
       retryBudget: new RetryBudget(config.retry.budgetPercent),
     }
-    const listener = config.listen === undefined ? null : new ProxyListener({ kind: 'dedicated', service: runtime }, { keepAliveTimeoutMs: 60_000, accessLog, logger: proxyLogger })
+    const listener = config.listen === undefined ? null : new ProxyListener({ kind: 'dedicated', service: runtime }, { keepAliveTimeoutMs: 60_000, accessLog, logger: proxyLogger, limits: this.#config.limits })
     return { runtime, discovery, listener }
   }
 

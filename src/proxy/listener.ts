@@ -9,6 +9,7 @@ import { clientIp, upstreamRequestHeaders } from './headers.ts'
 import { Exchange } from './forwarder.ts'
 import { UpgradeExchange } from './upgrade.ts'
 import type { ServiceRuntime } from './service-runtime.ts'
+import type { LimitsConfig } from '../config/types.ts'
 import { hashString } from '../balancer/hash.ts'
 
 /** Where requests arriving on one listener go. */
@@ -19,6 +20,8 @@ export interface ProxyListenerOptions {
   keepAliveTimeoutMs: number
   accessLog: Logger | null
   logger: Logger
+  /** Client limits (`limits` in the config). */
+  limits: LimitsConfig
 }
 
 interface Resolved {
@@ -45,14 +48,23 @@ export class ProxyListener {
   constructor(target: ListenerTarget, options: ProxyListenerOptions) {
     this.target = target
     this.#options = options
+    const limits = options.limits
     this.server = http.createServer({
       keepAliveTimeout: options.keepAliveTimeoutMs,
+      // A client slower than these gets 408 and a closed connection (slowloris). node checks them
+      // every connectionsCheckingInterval (30 s by default), so check often enough for the limits.
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
+      maxHeaderSize: limits.maxHeaderSizeBytes,
       // Never lenient: ambiguous framing (Content-Length with Transfer-Encoding...) is a 400, as by default.
       insecureHTTPParser: false,
     })
     this.server.on('request', this.#onRequest)
     this.server.on('upgrade', this.#onUpgrade)
     this.server.on('connect', this.#onConnect)
+    // Beyond it node closes each new connection at once (and emits 'drop').
+    if (limits.maxConnections !== undefined) this.server.maxConnections = limits.maxConnections
   }
 
   get activeRequests(): number {
