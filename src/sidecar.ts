@@ -18,6 +18,7 @@ import { AdminServer } from './admin/server.ts'
 import { ProxyListener } from './proxy/listener.ts'
 import { Router } from './proxy/router.ts'
 import type { ServiceRuntime, StickyCookie } from './proxy/service-runtime.ts'
+import { RetryBudget } from './proxy/service-runtime.ts'
 import { hashKeyReader } from './proxy/hash-key.ts'
 import { createServicePolicies } from './policies/service-policies.ts'
 import { planReload, summarize } from './reload/plan.ts'
@@ -110,8 +111,8 @@ export class Sidecar {
     this.#accessLog = config.accessLog ? logger.child({ module: 'access' }) : null
     this.#proxyLogger = logger.child({ module: 'proxy' })
     for (const service of config.services) this.#services.set(service.name, this.#createService(service, config.discovery))
-    this.#shared = this.#createSharedListener()
-    this.#admin = this.#createAdmin()
+    this.#shared = this.#createSharedListener(config)
+    this.#admin = this.#createAdmin(config)
   }
 
   #createRegistrar(config: Config): Registrar | null {
@@ -121,8 +122,8 @@ export class Sidecar {
     return registrar
   }
 
-  #createSharedListener(): ProxyListener {
-    return new ProxyListener({ kind: 'shared', router: this.#router(this.#config) }, { keepAliveTimeoutMs: 60_000, accessLog: this.#accessLog, logger: this.#proxyLogger })
+  #createSharedListener(config: Config): ProxyListener {
+    return new ProxyListener({ kind: 'shared', router: this.#router(this.#config) }, { keepAliveTimeoutMs: 60_000, accessLog: this.#accessLog, logger: this.#proxyLogger, limits: config.limits })
   }
 
   /**
@@ -138,7 +139,7 @@ export class Sidecar {
     )
   }
 
-  #createAdmin(): AdminServer {
+  #createAdmin(config: Config): AdminServer {
     return new AdminServer(
       {
         clusters: () => [...this.#services.values()].map((s) => s.runtime.cluster),
@@ -150,6 +151,7 @@ export class Sidecar {
       },
       this.metrics,
       this.#logger.child({ module: 'admin' }),
+      config.adminToken,
     )
   }
 
@@ -256,9 +258,9 @@ export class Sidecar {
         policies.close()
       },
       inFlight: 0,
-      retriesInFlight: 0,
+      retryBudget: new RetryBudget(config.retry.budgetPercent),
     }
-    const listener = createListener && config.listen !== undefined ? this.#dedicatedListener(runtime) : null
+    const listener = createListener && config.listen !== undefined ? this.#dedicatedListener(runtime, this.#config) : null
     const unwatchHealth = (): void => {
       for (const stop of unwatch.values()) stop()
       unwatch.clear()
@@ -274,8 +276,8 @@ export class Sidecar {
     return discovery
   }
 
-  #dedicatedListener(runtime: ServiceRuntime): ProxyListener {
-    return new ProxyListener({ kind: 'dedicated', service: runtime }, { keepAliveTimeoutMs: 60_000, accessLog: this.#accessLog, logger: this.#proxyLogger })
+  #dedicatedListener(runtime: ServiceRuntime, config: Config): ProxyListener {
+    return new ProxyListener({ kind: 'dedicated', service: runtime }, { keepAliveTimeoutMs: 60_000, accessLog: this.#accessLog, logger: this.#proxyLogger, limits: config.limits })
   }
 
   /** Starts a service's adapter; resolves at its first answer (endpoints or error), never rejects. */
@@ -368,18 +370,18 @@ export class Sidecar {
         }
       }
       if (plan.relistenShared) {
-        const listener = this.#createSharedListener()
+        const listener = this.#createSharedListener(next)
         shared = { listener, address: await bind(listener.listen(next.listen.host, next.listen.port), 'listen', next.listen) }
       }
       for (const p of plan.services) {
         const c = configs.get(p.name)
         if (c?.listen === undefined || !(p.kind === 'added' || p.relisten)) continue
         const runtime = built.get(p.name)?.runtime ?? this.#services.get(p.name)!.runtime
-        const listener = this.#dedicatedListener(runtime)
+        const listener = this.#dedicatedListener(runtime, next)
         listeners.set(p.name, { listener, address: await bind(listener.listen(c.listen.host, c.listen.port), `services.${p.name}.listen`, c.listen) })
       }
       if (plan.relistenAdmin) {
-        const server = this.#createAdmin()
+        const server = this.#createAdmin(next)
         admin = { server, address: await bind(server.listen(next.admin.host, next.admin.port), 'admin', next.admin) }
       }
     } catch (err) {
@@ -469,7 +471,11 @@ export class Sidecar {
     this.#shared.target = { kind: 'shared', router: this.#router(next) }
     const accessLogChanged = prev.accessLog !== next.accessLog
     if (accessLogChanged) this.#accessLog = next.accessLog ? this.#logger.child({ module: 'access' }) : null
-    for (const l of this.#liveListeners()) l.setAccessLog(this.#accessLog)
+    for (const l of this.#liveListeners()) {
+      l.setAccessLog(this.#accessLog)
+      if (!l.setLimits(next.limits)) this.#logger.warn('limits.maxHeaderSize: a new value applies to listeners bound from now on (a restart, or a listener moved to another port)')
+    }
+    if (admin === null && prev.adminToken !== next.adminToken) this.#admin.setToken(next.adminToken)
     if (admin !== null) {
       void this.#admin.close()
       this.#admin = admin.server

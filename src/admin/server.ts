@@ -1,4 +1,5 @@
 import http from 'node:http'
+import { timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import type { ServiceCluster } from '../cluster/service-cluster.ts'
@@ -22,11 +23,14 @@ export class AdminServer {
   readonly #source: AdminSource
   readonly #metrics: Metrics
   readonly #logger: Logger
+  /** `Bearer <adminToken>`, or null when the API is open. */
+  #authorization: Buffer | null
 
-  constructor(source: AdminSource, metrics: Metrics, logger: Logger) {
+  constructor(source: AdminSource, metrics: Metrics, logger: Logger, adminToken?: string) {
     this.#source = source
     this.#metrics = metrics
     this.#logger = logger
+    this.#authorization = adminToken === undefined ? null : Buffer.from(`Bearer ${adminToken}`)
     this.server = http.createServer((req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
         this.#logger.error({ err }, 'admin request failed')
@@ -34,6 +38,11 @@ export class AdminServer {
         else res.destroy()
       })
     })
+  }
+
+  /** A reload set, changed or removed the token: it applies to the next request. */
+  setToken(adminToken: string | undefined): void {
+    this.#authorization = adminToken === undefined ? null : Buffer.from(`Bearer ${adminToken}`)
   }
 
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -54,11 +63,21 @@ export class AdminServer {
     })
   }
 
+  #authorized(req: IncomingMessage): boolean {
+    return authorizedBy(this.#authorization!, req.headers.authorization)
+  }
+
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?', 1)[0]
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD')
       send(res, 405, 'application/json', '{"error":"method_not_allowed"}')
+      return
+    }
+    // Probes stay open: an orchestrator's liveness and readiness checks carry no token.
+    if (this.#authorization !== null && path !== '/healthz' && path !== '/readyz' && !this.#authorized(req)) {
+      res.setHeader('www-authenticate', 'Bearer realm="outrigger"')
+      send(res, 401, 'application/json', '{"error":"unauthorized"}')
       return
     }
     switch (path) {
@@ -87,6 +106,13 @@ export class AdminServer {
         send(res, 404, 'application/json', '{"error":"not_found"}')
     }
   }
+}
+
+/** Constant-time comparison of the Authorization header with the expected one. */
+function authorizedBy(expected: Buffer, header: string | undefined): boolean {
+  if (header === undefined) return false
+  const got = Buffer.from(header)
+  return got.length === expected.length && timingSafeEqual(got, expected)
 }
 
 function send(res: ServerResponse, status: number, type: string, body: string, extra?: Readonly<Record<string, string>>): void {

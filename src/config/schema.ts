@@ -23,6 +23,7 @@ import type {
   ActiveHealthCheckConfig,
   Config,
   HashKey,
+  LimitsConfig,
   ListenAddress,
   PassiveHealthCheckConfig,
   RegisterConfig,
@@ -682,6 +683,25 @@ const registerSchema = z
   )
   .describe('Announce the local app in a registry; removed again on shutdown.')
 
+const limitsSchema = z
+  .strictObject({
+    maxConnections: int(1).optional().describe('Client connections open at once on each proxy listener; beyond it, new connections are closed at once. Default: no cap.'),
+    headersTimeout: duration({ positive: true }).prefault('10s').describe('Time a client has to send a complete request head (slowloris); then 408 and the connection is closed.'),
+    requestTimeout: duration({ positive: true }).prefault('5m').describe('Time a client has to send a complete request, body included; then 408 and the connection is closed.'),
+    maxHeaderSize: size({ positive: true }).prefault('16KiB').describe('Largest request head accepted from a client; beyond it, 431.'),
+  })
+  .superRefine((l, ctx) => {
+    if (!isPlainObject(l)) return
+    if (typeof l.headersTimeout === 'number' && typeof l.requestTimeout === 'number' && l.headersTimeout > l.requestTimeout) {
+      custom(ctx, `must be at most requestTimeout (${formatDuration(l.requestTimeout)})`, ['headersTimeout'])
+    }
+  }, ALWAYS)
+  .transform(
+    (l): LimitsConfig =>
+      compact({ maxConnections: l.maxConnections, headersTimeoutMs: l.headersTimeout, requestTimeoutMs: l.requestTimeout, maxHeaderSizeBytes: l.maxHeaderSize }),
+  )
+  .describe('Limits on what clients of the proxy listeners may hold or send.')
+
 // ---------------------------------------------------------------------------------------------------
 // The document
 
@@ -704,6 +724,11 @@ export const configSchema = z
       .prefault({})
       .describe('The upstream services, by name.'),
     register: registerSchema.optional(),
+    limits: limitsSchema.prefault({}),
+    adminToken: z
+      .string()
+      .optional()
+      .describe('When set (and not empty), the admin API wants `Authorization: Bearer <token>`, except /healthz and /readyz (probes).'),
   })
   .superRefine((root, ctx) => {
     if (!isPlainObject(root)) return
@@ -730,6 +755,8 @@ export const configSchema = z
         discovery: c.discovery,
         services: Object.entries(c.services).map(([key, s]) => toServiceConfig(key, s)),
         register: c.register,
+        limits: c.limits,
+        adminToken: c.adminToken === '' ? undefined : c.adminToken,
       }),
   )
   .describe('outrigger configuration.')

@@ -154,6 +154,14 @@ export interface RegisterConfig {
   check?: { path: string; intervalMs: number }
 }
 
+export interface LimitsConfig {
+  /** Client connections per proxy listener; absent: no cap. */
+  maxConnections?: number
+  headersTimeoutMs: number
+  requestTimeoutMs: number
+  maxHeaderSizeBytes: number
+}
+
 export interface Config {
   listen: ListenAddress
   admin: ListenAddress
@@ -162,4 +170,7 @@ export interface Config {
   discovery: DiscoveryConfig
   services: ServiceConfig[]
   register?: RegisterConfig
+  limits: LimitsConfig
+  /** Bearer token the admin API requires (except /healthz and /readyz); absent: open. */
+  adminToken?: string
 }

@@ -13,7 +13,7 @@ import { applyHeaderRewrite } from './header-rewrite.ts'
 import type { PendingRequest } from '../policies/circuit-breaker.ts'
 import { Admission } from '../policies/circuit-breaker.ts'
 import type { ResponseTap, ServiceRuntime } from './service-runtime.ts'
-import { retryAllowed } from './service-runtime.ts'
+import { ReplayBody } from './replay-body.ts'
 
 /** Methods whose repetition the client has agreed to (RFC 9110 §9.2.2). */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
@@ -40,6 +40,8 @@ export interface ForwardOptions {
   headers: string[]
   /** Whether the request has a body to stream (Content-Length > 0 or Transfer-Encoding). */
   hasBody: boolean
+  /** The request's Content-Length, or -1 when it has none (chunked, or no body). */
+  contentLength: number
   /** Consistent-hash key hash, -1 when none. */
   hash: number
   /** The request's sticky-cookie value, or null (see PickContext). */
@@ -63,9 +65,11 @@ export interface ForwardOptions {
  * - The connection could not be made (undici never called `onRequestStart`): nothing was sent, so
  *   any method is retried at once on another endpoint.
  * - The request was sent but no response byte arrived: retried only for idempotent methods or with
- *   the idempotency-key header, and only when there is no body to replay.
+ *   the idempotency-key header, and only when its body, if any, can be sent again: it was read
+ *   whole within `retry.replayBodyLimit` while streaming to the first attempt (ReplayBody).
  * - Once the response started, never.
- * Every retry also needs the service's retry budget and an attempt left in `retry.attempts`.
+ * Every retry needs an attempt left in `retry.attempts`; a retry after sending also needs the
+ * service's retry budget (a connect failure did no work anywhere, so moving it costs none).
  */
 export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   readonly #req: IncomingMessage
@@ -83,13 +87,14 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   #responded = false
   #clientGone = false
   #done = false
-  #retrying = false
   #attempt = 0
   #status = 0
   /** Where this request stands with the service's circuit breaker (see SLOT_*). */
   #slot: SlotState = SLOT_NONE
   /** Status of an answer the tap wrote itself (a revalidated stored response); 0 when none. */
   #tapAnswered = 0
+  /** The body, remembered for a replay; null for bodiless requests and those that can never be retried once sent. */
+  #replay: ReplayBody | null = null
 
   constructor(req: IncomingMessage, res: ServerResponse, service: ServiceRuntime, options: ForwardOptions) {
     this.#req = req
@@ -102,7 +107,13 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   }
 
   start(): void {
+    const o = this.#options
+    const retry = this.#service.config.retry
+    if (o.hasBody && retry.attempts > 0 && retry.replayBodyLimitBytes > 0 && o.contentLength <= retry.replayBodyLimitBytes && this.#isIdempotent()) {
+      this.#replay = new ReplayBody(this.#req, retry.replayBodyLimitBytes)
+    }
     this.#service.inFlight++
+    this.#service.retryBudget.onRequest(this.#service.inFlight)
     this.#service.metrics.inFlight.inc()
     this.#res.once('close', this.#onClientClose)
     // A cache hit is answered before the breaker: it takes no upstream slot.
@@ -156,7 +167,9 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
       path: this.#options.path,
       method: this.#req.method!,
       headers: this.#options.headers,
-      body: this.#options.hasBody ? this.#req : null,
+      // undici writes async-iterable bodies with back-pressure (core/request.js isIterable,
+      // client-h1.js writeIterable) though its dispatch types name only streams and buffers.
+      body: this.#replay !== null ? (this.#replay.next() as Buffer) : this.#options.hasBody ? this.#req : null,
       servername: host.address,
     }
     host.dispatcher.dispatch(options, this)
@@ -239,16 +252,14 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
     } else {
       outcome = 'reset'
       this.#lastError = 'upstream_reset'
-      retryable = !this.#options.hasBody && this.#isIdempotent()
+      retryable = this.#options.hasBody ? this.#replay !== null && this.#replay.replayable : this.#isIdempotent()
     }
     this.#endAttempt(outcome)
-    if (retryable && host !== null && this.#attempt < this.#service.config.retry.attempts && retryAllowed(this.#service)) {
+    // A connect failure moves the request, it does not repeat it: no upstream did any work for it,
+    // so it is not charged to the retry budget, which caps retries that send a request again.
+    if (retryable && host !== null && this.#attempt < this.#service.config.retry.attempts && (!this.#sent || this.#service.retryBudget.tryRetry())) {
       this.#attempt++
       ;(this.#context.tried ??= []).push(host)
-      if (!this.#retrying) {
-        this.#retrying = true
-        this.#service.retriesInFlight++
-      }
       this.#service.metrics.retries.inc()
       this.#dispatch()
       return
@@ -284,7 +295,6 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
     this.#done = true
     const service = this.#service
     service.inFlight--
-    if (this.#retrying) service.retriesInFlight--
     service.metrics.inFlight.dec()
     service.metrics.request(status)
     const seconds = Number(process.hrtime.bigint() - this.#startNs) / 1e9

@@ -10,6 +10,7 @@ import { Exchange } from './forwarder.ts'
 import { applyHeaderRewrite } from './header-rewrite.ts'
 import { UpgradeExchange } from './upgrade.ts'
 import type { ServiceRuntime } from './service-runtime.ts'
+import type { LimitsConfig } from '../config/types.ts'
 import { hashString } from '../balancer/hash.ts'
 
 /** Where requests arriving on one listener go. */
@@ -21,6 +22,8 @@ export interface ProxyListenerOptions {
   /** Access-log sink or null; a reload may switch it (see `setAccessLog`). */
   accessLog: Logger | null
   logger: Logger
+  /** Client limits (`limits` in the config). */
+  limits: LimitsConfig
 }
 
 interface Resolved {
@@ -44,18 +47,42 @@ export class ProxyListener {
   /** Requests accepted and not yet answered, across all services on this listener. */
   #active = 0
   #idleWaiters: Array<() => void> = []
+  #draining = false
 
   constructor(target: ListenerTarget, options: ProxyListenerOptions) {
     this.target = target
     this.#options = options
+    const limits = options.limits
     this.server = http.createServer({
       keepAliveTimeout: options.keepAliveTimeoutMs,
+      // A client slower than these gets 408 and a closed connection (slowloris). node checks them
+      // every connectionsCheckingInterval (30 s by default), so check often enough for the limits.
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
+      maxHeaderSize: limits.maxHeaderSizeBytes,
       // Never lenient: ambiguous framing (Content-Length with Transfer-Encoding...) is a 400, as by default.
       insecureHTTPParser: false,
     })
     this.server.on('request', this.#onRequest)
     this.server.on('upgrade', this.#onUpgrade)
     this.server.on('connect', this.#onConnect)
+    // Beyond it node closes each new connection at once (and emits 'drop').
+    if (limits.maxConnections !== undefined) this.server.maxConnections = limits.maxConnections
+  }
+
+  /**
+   * Applies new client limits (a reload). Timeouts and the connection cap change in place; the
+   * header size is fixed when node's parser is set up, so it returns false when only a new
+   * listener (a restart, or a move to another port) would apply it.
+   */
+  setLimits(limits: LimitsConfig): boolean {
+    const previous = this.#options.limits
+    this.#options.limits = limits
+    this.server.headersTimeout = limits.headersTimeoutMs
+    this.server.requestTimeout = limits.requestTimeoutMs
+    this.server.maxConnections = limits.maxConnections ?? Infinity
+    return previous.maxHeaderSizeBytes === limits.maxHeaderSizeBytes
   }
 
   /** Turns the access log on (a logger) or off (null) for requests accepted from now on. */
@@ -78,11 +105,19 @@ export class ProxyListener {
     })
   }
 
-  /** Stops accepting connections; resolves when every accepted request is answered. */
+  /**
+   * Stops accepting connections; resolves when every accepted request is answered. Meanwhile each
+   * response says `Connection: close`, so clients stop reusing their connections; once the last
+   * request is answered the remaining (idle) connections are closed at once, in the same tick, so
+   * no request can arrive on a kept-alive connection after the services behind it are closed (the
+   * fault suite's SIGTERM test saw one answered 503 no_healthy_endpoint that way).
+   */
   async drain(): Promise<void> {
+    this.#draining = true
     this.server.close()
     this.server.closeIdleConnections()
     if (this.#active > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve))
+    this.server.closeAllConnections()
   }
 
   /** Closes every connection now (the end of the shutdown timeout). */
@@ -115,6 +150,8 @@ export class ProxyListener {
 
   readonly #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     this.#active++
+    // node then answers `Connection: close` and closes the connection after this response.
+    if (this.#draining) res.shouldKeepAlive = false
     res.once('close', this.#onResponseClose)
     const resolved = this.#resolve(req)
     if (resolved === 'bad') {
@@ -154,6 +191,7 @@ export class ProxyListener {
       path: resolved.path,
       headers,
       hasBody,
+      contentLength: cl === undefined ? -1 : Number(cl),
       hash,
       stickyToken,
       accessLog: this.#options.accessLog,

@@ -178,7 +178,13 @@ describe('parseConfig: defaults and normalisation', () => {
         etcd: { endpoints: ['http://127.0.0.1:2379'], prefix: '/services/' },
       },
       services: [],
+      limits: { headersTimeoutMs: 10000, requestTimeoutMs: 300000, maxHeaderSizeBytes: 16384 },
     })
+  })
+
+  it('an empty adminToken leaves the admin API open', () => {
+    assert.equal(parse('adminToken: ""\n').adminToken, undefined)
+    assert.equal(parse('adminToken: abc\n').adminToken, 'abc')
   })
 
   it('a bare port listens on 127.0.0.1, [ipv6]:port loses its brackets', () => {

@@ -1,76 +1,73 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import type { TestContext } from 'node:test'
-import { pino } from 'pino'
-import { RoundRobinBalancer } from '../../src/balancer/round-robin.ts'
-import { ServiceCluster } from '../../src/cluster/service-cluster.ts'
-import { parseConfig } from '../../src/config/load.ts'
-import { Metrics } from '../../src/observability/metrics.ts'
-import type { ServiceRuntime } from '../../src/proxy/service-runtime.ts'
-import { MIN_RETRY_CONCURRENCY, retryAllowed } from '../../src/proxy/service-runtime.ts'
+import fc from 'fast-check'
+import { MIN_RETRIES_PER_SECOND, MIN_RETRY_BURST, RetryBudget } from '../../src/proxy/service-runtime.ts'
 
-/** One metrics registry for the file: prom-client's default metrics are costly to set up per test. */
-const metrics = new Metrics()
-
-function runtime(t: TestContext, budgetPercent: number): ServiceRuntime {
-  const doc = { services: { s: { source: 'static', endpoints: ['127.0.0.1:1'], retry: { budgetPercent } } } }
-  const config = parseConfig(JSON.stringify(doc), { format: 'json', baseDir: '/tmp', env: {} }).services[0]
-  assert.ok(config !== undefined)
-  assert.equal(config.retry.budgetPercent, budgetPercent)
-  const cluster = new ServiceCluster(config, new RoundRobinBalancer(), pino({ level: 'silent' }))
-  t.after(() => {
-    metrics.removeService(cluster)
-    return cluster.close()
-  })
-  return { name: config.name, config, cluster, metrics: metrics.forService(cluster, 'static'), hashKey: null, stickyCookie: null, outlier: null, circuitBreaker: null, rateLimit: null, cache: null, closePolicies: () => undefined, inFlight: 0, retriesInFlight: 0 }
+/** Retries the budget grants now, draining it. */
+function drain(budget: RetryBudget): number {
+  let n = 0
+  while (budget.tryRetry()) n++
+  return n
 }
 
-/** The largest number of retries in flight that still allows one more. */
-function maxAllowed(service: ServiceRuntime): number {
-  service.retriesInFlight = 0
-  while (retryAllowed(service)) service.retriesInFlight++
-  return service.retriesInFlight
-}
-
-describe('retryAllowed', () => {
-  it('has a floor of 3 concurrent retries', () => {
-    assert.equal(MIN_RETRY_CONCURRENCY, 3)
+describe('RetryBudget', () => {
+  it('starts with a burst of MIN_RETRY_BURST retries, then refuses while the clock stands still', () => {
+    const budget = new RetryBudget(20, () => 1_000_000)
+    assert.equal(MIN_RETRY_BURST, 10)
+    assert.equal(drain(budget), MIN_RETRY_BURST)
+    assert.equal(budget.tryRetry(), false)
   })
 
-  it('allows the floor on a quiet service, and no more', (t) => {
-    const s = runtime(t, 20)
-    s.inFlight = 0
-    s.retriesInFlight = 2
-    assert.equal(retryAllowed(s), true)
-    s.retriesInFlight = 3
-    assert.equal(retryAllowed(s), false)
+  it('earns budgetPercent of a retry per request', () => {
+    const budget = new RetryBudget(25, () => 0)
+    drain(budget)
+    // 100 requests with 100 in flight earn 25 retries (a percentage exact in binary).
+    for (let i = 0; i < 100; i++) budget.onRequest(100)
+    assert.equal(drain(budget), 25)
   })
 
-  it('allows budgetPercent of the requests in flight once that exceeds the floor', (t) => {
-    const s = runtime(t, 20)
-    // inFlight → retries that may be in flight (a retry is allowed while fewer are).
-    const table: ReadonlyArray<[number, number]> = [
-      [0, 3],
-      [1, 3],
-      [15, 3], // 20% of 15 = 3, the floor
-      [16, 4], // 3.2: a 4th retry may start
-      [20, 4],
-      [21, 5],
-      [100, 20],
-      [1000, 200],
-    ]
-    for (const [inFlight, expected] of table) {
-      s.inFlight = inFlight
-      assert.equal(maxAllowed(s), expected, `inFlight ${inFlight}`)
-    }
+  it('holds at most max(MIN_RETRY_BURST, requests in flight)', () => {
+    const budget = new RetryBudget(50, () => 0)
+    drain(budget)
+    for (let i = 0; i < 1000; i++) budget.onRequest(1)
+    assert.equal(drain(budget), MIN_RETRY_BURST, 'a quiet service keeps the minimum burst')
+    for (let i = 0; i < 1000; i++) budget.onRequest(300)
+    assert.equal(drain(budget), 300, 'a busy one can retry every request in flight at once')
   })
 
-  it('keeps the floor with budgetPercent 0 and scales with 100', (t) => {
-    const none = runtime(t, 0)
-    none.inFlight = 1000
-    assert.equal(maxAllowed(none), MIN_RETRY_CONCURRENCY)
-    const all = runtime(t, 100)
-    all.inFlight = 10
-    assert.equal(maxAllowed(all), 10)
+  it('refills an empty budget at MIN_RETRIES_PER_SECOND, up to MIN_RETRY_BURST', () => {
+    let now = 0
+    const budget = new RetryBudget(0, () => now)
+    drain(budget)
+    now += 1000
+    assert.equal(drain(budget), MIN_RETRIES_PER_SECOND)
+    now += 3_600_000
+    assert.equal(drain(budget), MIN_RETRY_BURST)
+  })
+
+  it('over any sequence, retries ≤ budgetPercent of requests + the floor (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 100 }),
+        fc.array(fc.record({ requests: fc.integer({ min: 0, max: 50 }), inFlight: fc.integer({ min: 1, max: 200 }), retries: fc.integer({ min: 0, max: 60 }), advanceMs: fc.integer({ min: 0, max: 2000 }) }), { maxLength: 50 }),
+        (percent, steps) => {
+          let now = 0
+          const budget = new RetryBudget(percent, () => now)
+          let requests = 0
+          let granted = 0
+          let maxInFlight = MIN_RETRY_BURST
+          for (const s of steps) {
+            now += s.advanceMs
+            for (let i = 0; i < s.requests; i++) budget.onRequest(s.inFlight)
+            requests += s.requests
+            if (s.inFlight > maxInFlight) maxInFlight = s.inFlight
+            for (let i = 0; i < s.retries; i++) if (budget.tryRetry()) granted++
+          }
+          const bound = (percent / 100) * requests + maxInFlight + (now / 1000) * MIN_RETRIES_PER_SECOND + 1e-9
+          assert.ok(granted <= bound, `${granted} retries granted for ${requests} requests at ${percent}% over ${now} ms`)
+        },
+      ),
+      { numRuns: 300 },
+    )
   })
 })
