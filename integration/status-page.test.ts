@@ -62,7 +62,14 @@ describe('status page in a real headless Chromium', () => {
           endpoints: [a.address, { address: '127.0.0.1', port: b.port, weight: 3 }],
           healthCheck: { active: { type: 'http', path: '/health', interval: '1s', timeout: '900ms', healthyThreshold: 1, unhealthyThreshold: 1 }, panicThreshold: 0 },
         },
-        web: { source: 'static', strategy: 'weighted', endpoints: [c.address] },
+        web: {
+          source: 'static',
+          strategy: 'weighted',
+          endpoints: [c.address],
+          circuitBreaker: { maxRequests: 100, maxPending: 10 },
+          rateLimit: { requestsPerSecond: 100_000, burst: 1000 },
+          cache: { maxEntries: 100, maxBytes: '1MiB' },
+        },
       },
     })
     cleanup.push(() => sc.stop())
@@ -85,6 +92,8 @@ describe('status page in a real headless Chromium', () => {
     assert.equal(await api.locator('h2').textContent(), 'api')
     assert.match((await api.locator('.head').textContent()) ?? '', /2\/2 healthy.*least-connections.*static/)
     assert.match((await web.locator('.head').textContent()) ?? '', /1\/1 healthy.*weighted/)
+    assert.match((await web.locator('[data-policies]').textContent()) ?? '', /^circuit breaker: \d+\/100 in flight, 0\/10 waiting, 0 refused · rate limit: \d+\/1000 tokens at 100000\/s, 0 refused · cache: 0 entries, 0\.0 MiB, 0% hits$/)
+    assert.equal(await api.locator('[data-policies]').count(), 0)
     const rowB = api.locator(`tr[data-endpoint="${b.address}"]`)
     assert.equal(await rowB.locator('td').nth(1).textContent(), '3')
     assert.equal(await rowB.locator('[data-health]').getAttribute('data-health'), 'healthy')

@@ -114,6 +114,28 @@ function render(services, t) {
     }
     section.append(disc)
 
+    // Traffic policies, when configured: breaker slots, limiter tokens, cache size and hit rate.
+    const pol = s.policies || {}
+    const parts = []
+    if (pol.circuitBreaker) {
+      const b = pol.circuitBreaker
+      parts.push([b.open ? 'bad' : '', 'circuit breaker: ' + b.inFlight + '/' + b.maxRequests + ' in flight, ' + b.pending + '/' + b.maxPending + ' waiting, ' + b.rejected + ' refused' + (b.open ? ' (open)' : '')])
+    }
+    if (pol.rateLimit) {
+      const r = pol.rateLimit
+      parts.push([r.tokens < 1 ? 'warn' : '', 'rate limit: ' + Math.floor(r.tokens) + '/' + r.burst + ' tokens at ' + r.requestsPerSecond + '/s, ' + r.rejected + ' refused'])
+    }
+    if (s.cache) {
+      const c = s.cache
+      parts.push(['', 'cache: ' + c.entries + ' entries, ' + (c.bytes / 1048576).toFixed(1) + ' MiB, ' + Math.round(c.hitRate * 100) + '% hits'])
+    }
+    if (parts.length > 0) {
+      const line = el('div', 'discovery muted')
+      line.setAttribute('data-policies', '')
+      parts.forEach(function (p, i) { line.append(el('span', p[0], (i > 0 ? ' · ' : '') + p[1])) })
+      section.append(line)
+    }
+
     const table = el('table')
     const hrow = el('tr')
     for (const [name, cls] of [['endpoint'], ['weight', 'num'], ['health'], ['flags'], ['in flight', 'num'], ['req/s', 'num'], ['requests', 'num'], ['why']]) hrow.append(el('th', cls, name))
