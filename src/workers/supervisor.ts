@@ -218,12 +218,12 @@ export class Supervisor {
     const ranMs = Date.now() - slot.forkedAtMs
     slot.streak = ranMs >= RESTART_STREAK_RESET_MS ? 0 : slot.streak + 1
     const delayMs = slot.streak === 0 ? 0 : Math.min(RESTART_BACKOFF_MAX_MS, RESTART_BACKOFF_FIRST_MS * 2 ** (slot.streak - 1))
-    this.#logger.error({ worker: slot.id, pid: worker.process.pid, code, signal, restartInMs: delayMs }, 'worker died; restarting it')
+    this.#logger.error({ worker: slot.id, workerPid: worker.process.pid, code, signal, restartInMs: delayMs }, 'worker died; restarting it')
     slot.restartTimer = setTimeout(() => {
       slot.restartTimer = null
       if (this.#stopping) return
       this.#fork(slot).then(
-        () => this.#logger.info({ worker: slot.id, pid: slot.worker?.process.pid }, 'worker restarted'),
+        () => this.#logger.info({ worker: slot.id, workerPid: slot.worker?.process.pid }, 'worker restarted'),
         (err: unknown) => this.#logger.error({ worker: slot.id, err: (err as Error).message }, 'worker restart failed'),
       )
     }, delayMs)
@@ -363,7 +363,7 @@ export class Supervisor {
     clearTimeout(timer)
     for (const s of left) {
       if (s.worker !== null) {
-        this.#logger.warn({ worker: s.id, pid: s.worker.process.pid }, 'worker still running after the shutdown timeout; killing it')
+        this.#logger.warn({ worker: s.id, workerPid: s.worker.process.pid }, 'worker still running after the shutdown timeout; killing it')
         s.worker.process.kill('SIGKILL')
       }
     }
