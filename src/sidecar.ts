@@ -398,6 +398,7 @@ export class Sidecar {
       this.#logger.info('config reloaded: nothing changed')
       return result
     }
+    if (this.#plane === 'all' && prev.workers !== next.workers) this.#logger.warn({ workers: next.workers }, 'workers: a change between one process and several takes effect at the next start')
     const configs = new Map(next.services.map((c) => [c.name, c]))
 
     // 1. Build everything new without starting it; bind new listeners. Undone on any failure.
