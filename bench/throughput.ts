@@ -6,6 +6,7 @@
  *   npm run bench                     # defaults: 3 rounds of 5 s, 64 connections
  *   ROUNDS=5 SECONDS=10 CONNECTIONS=32 npm run bench
  *   POLICIES=1 npm run bench          # with circuit breaker, rate limit and header rewrites on (never refusing)
+ *   WORKERS=2 npm run bench           # outrigger with `workers: 2` (a primary and two proxy processes)
  *
  * On a 2-core machine the load generator competes with the proxy for CPU, so absolute figures are
  * lower than with wrk on a separate core; the ratio is what to compare across changes.
@@ -71,7 +72,8 @@ const policies = process.env.POLICIES === '1'
   ? '    circuitBreaker: { maxRequests: 100000, maxPending: 100 }\n    rateLimit: { requestsPerSecond: 1000000000, burst: 1000000 }\n' +
     '    routes:\n      - host: up\n        requestHeaders: { set: { x-env: prod }, remove: [x-debug] }\n        responseHeaders: { set: { x-served-by: outrigger } }\n'
   : ''
-writeFileSync(config, `listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nservices:\n  up:\n    source: static\n    endpoints: ["127.0.0.1:${upstreamPort}"]\n${policies}`)
+const workers = process.env.WORKERS === undefined ? '' : `workers: ${process.env.WORKERS}\n`
+writeFileSync(config, `listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n${workers}services:\n  up:\n    source: static\n    endpoints: ["127.0.0.1:${upstreamPort}"]\n${policies}`)
 const proxy = await startProcess([path.join(root, 'src', 'cli.ts'), 'run', '-c', config], /"listen":"([^"]+)".*"msg":"outrigger started"/)
 const proxyAddr = proxy.match[1]!
 

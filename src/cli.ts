@@ -4,7 +4,7 @@ import type { ParseArgsOptionsConfig } from 'node:util'
 import { request } from 'undici'
 import { readFileSync } from 'node:fs'
 import type { LevelWithSilent } from 'pino'
-import type { Sidecar } from './sidecar.ts'
+import type { Reloadable } from './reload/reloader.ts'
 import type { ServiceView } from './admin/services-view.ts'
 import { renderStatusTable } from './status-table.ts'
 import { ConfigReloader } from './reload/reloader.ts'
@@ -234,11 +234,12 @@ async function status(admin: URL): Promise<number> {
 async function run(flag: string | undefined, level: string | undefined, pretty: boolean): Promise<number> {
   // Loaded here rather than at the top: the sidecar's modules take about 0.6 s to load, which
   // --help and status do not need.
-  const [{ loadConfigFile }, { ConfigError }, { createLogger }, { Sidecar, StartupError }] = await Promise.all([
+  const [{ loadConfigFile }, { ConfigError }, { createLogger }, { Sidecar, StartupError }, { workerCount }] = await Promise.all([
     import('./config/load.ts'),
     import('./config/errors.ts'),
     import('./observability/logger.ts'),
     import('./sidecar.ts'),
+    import('./workers/per-worker.ts'),
   ])
   const file = configPath(flag)
   if (file === null) return 1
@@ -247,12 +248,16 @@ async function run(flag: string | undefined, level: string | undefined, pretty: 
     return 1
   }
   const logger = createLogger({ level: (level ?? 'info') as LevelWithSilent, pretty })
-  let sidecar: Sidecar
+  let sidecar: Reloadable & { stop(): Promise<void> }
   let loadedText: string | null
   try {
     const config = loadConfigFile(file)
     loadedText = readFileText(file)
-    sidecar = await Sidecar.start(config, logger)
+    const workers = workerCount(config.workers)
+    // workers: 1 (the default) runs everything in this process; more: a primary and its workers.
+    sidecar = workers > 1
+      ? await (await import('./workers/supervisor.ts')).Supervisor.start(config, logger, { logLevel: level ?? 'info', pretty })
+      : await Sidecar.start(config, logger)
   } catch (err) {
     if (err instanceof ConfigError || err instanceof StartupError) {
       logger.fatal({ file }, `cannot start: ${err.message.replaceAll('\n', '; ')}`)

@@ -23,6 +23,10 @@ import { hashKeyReader } from './proxy/hash-key.ts'
 import { createServicePolicies } from './policies/service-policies.ts'
 import { planReload, summarize } from './reload/plan.ts'
 import { closeTrafficLimits, createPolicies, policiesView } from './policies/policies.ts'
+import type { CheckVerdict, CheckWatcher } from './health/active.ts'
+import type { AdminSource } from './admin/server.ts'
+import { serviceView } from './admin/services-view.ts'
+import type { ServiceView } from './admin/services-view.ts'
 
 /** A problem found while wiring a valid config (a strategy or source this build lacks, a port in use). */
 export class StartupError extends Error {
@@ -53,6 +57,30 @@ interface RunningService {
   listener: ProxyListener | null
   /** Ends this service's active-check subscriptions. */
   unwatchHealth(): void
+}
+
+/**
+ * Which parts this process runs. `all`: everything (one process, `workers: 1`). With workers
+ * (src/workers/), the primary runs the `control` plane (registries, active checks, registration,
+ * state, admin; no proxy listener) and each worker the `data` plane (the proxy listeners, fed by the
+ * primary: no registry client, no active check, no admin). See docs/architecture.md, "Workers".
+ */
+export type Plane = 'all' | 'control' | 'data'
+
+export interface SidecarOptions {
+  plane?: Plane
+  /** `data`: where a service's endpoint sets come from, instead of its registry. */
+  discovery?: (config: ServiceConfig) => DiscoveryAdapter
+  /** `data`: active-check verdicts decided elsewhere; returns the function that stops watching. */
+  health?: (service: string, host: Host, watcher: CheckWatcher) => () => void
+  /** `control`: a service's current cluster applied a discovery answer (endpoints or error). */
+  onDiscovery?: (cluster: ServiceCluster) => void
+  /** `control`: an active check's verdict on a host of a service changed. */
+  onHealth?: (service: string, host: Host, verdict: CheckVerdict) => void
+  /** `control`: more in-flight work that stop() waits for, within `shutdownTimeout` (the workers' drain). */
+  drain?: () => Promise<void>
+  /** `control`: the admin API's views merged over the workers. */
+  admin?: Pick<AdminSource, 'servicesView' | 'metricsText'>
 }
 
 /** What a reload did, for the log line and the tests. */
@@ -97,14 +125,18 @@ export class Sidecar {
   #reloading: Promise<unknown> = Promise.resolve()
   /** Listeners and clusters a reload replaced, still finishing their in-flight requests. */
   readonly #retiring = new Set<{ listeners: ProxyListener[]; done: Promise<void>; destroy(): Promise<void> }>()
+  readonly #plane: Plane
+  readonly #options: SidecarOptions
 
-  private constructor(config: Config, logger: Logger) {
+  private constructor(config: Config, logger: Logger, options: SidecarOptions) {
     this.#config = config
     this.#logger = logger
+    this.#options = options
+    this.#plane = options.plane ?? 'all'
     this.#stopRequested = new Promise((resolve) => (this.#requestStop = resolve))
     this.metrics = new Metrics()
     this.#state = new EndpointStateStore(config.discovery.stateDir, logger.child({ module: 'discovery' }))
-    this.#registrar = this.#createRegistrar(config)
+    this.#registrar = this.#plane === 'data' ? null : this.#createRegistrar(config)
     this.#checker = new ActiveHealthChecker(logger.child({ module: 'health' }), {
       observer: { onCheck: (endpoint, passed) => this.metrics.healthCheck(endpoint, passed), onStop: (endpoint) => this.metrics.removeHealthChecks(endpoint) },
     })
@@ -148,6 +180,8 @@ export class Sidecar {
           const s = this.#services.get(name)
           return s === undefined ? null : policiesView(s.runtime)
         },
+        servicesView: this.#options.admin?.servicesView,
+        metricsText: this.#options.admin?.metricsText,
       },
       this.metrics,
       this.#logger.child({ module: 'admin' }),
@@ -156,8 +190,8 @@ export class Sidecar {
   }
 
   /** Starts everything; rejects (having released what it started) when a listener cannot bind. */
-  static async start(config: Config, logger: Logger): Promise<Sidecar> {
-    const sidecar = new Sidecar(config, logger)
+  static async start(config: Config, logger: Logger, options: SidecarOptions = {}): Promise<Sidecar> {
+    const sidecar = new Sidecar(config, logger, options)
     try {
       await sidecar.#start()
     } catch (err) {
@@ -176,6 +210,11 @@ export class Sidecar {
     return [...this.#services.values()].map((s) => s.runtime.cluster)
   }
 
+  /** What this process's `/api/services` shows (a worker reports its policy and cache state from it). */
+  servicesView(): ServiceView[] {
+    return [...this.#services.values()].map((s) => serviceView(s.runtime.cluster, policiesView(s.runtime)))
+  }
+
   /** The config in force (the last one loaded successfully). */
   get config(): Config {
     return this.#config
@@ -183,19 +222,30 @@ export class Sidecar {
 
   async #start(): Promise<void> {
     const c = this.#config
-    const admin = await bind(this.#admin.listen(c.admin.host, c.admin.port), 'admin', c.admin)
-    const listen = await bind(this.#shared.listen(c.listen.host, c.listen.port), 'listen', c.listen)
+    const admin = this.#plane === 'data' ? c.admin : await bind(this.#admin.listen(c.admin.host, c.admin.port), 'admin', c.admin)
+    const listen = await this.#bindProxy(this.#shared, c.listen, 'listen')
     const services: Record<string, ListenAddress> = {}
     for (const [name, s] of this.#services) {
       if (s.listener !== null && s.runtime.config.listen !== undefined) {
-        services[name] = await bind(s.listener.listen(s.runtime.config.listen.host, s.runtime.config.listen.port), `services.${name}.listen`, s.runtime.config.listen)
+        services[name] = await this.#bindProxy(s.listener, s.runtime.config.listen, `services.${name}.listen`)
       }
     }
     this.#addresses = { listen, admin, services }
-    this.#warnAbout(c)
+    if (this.#plane !== 'data') this.#warnAbout(c)
     for (const s of this.#services.values()) void this.#startDiscovery(s)
     this.#registrar?.start()
+    // With workers, the supervisor says `outrigger started` once every worker listens.
+    if (this.#plane !== 'all') return
     this.#logger.info({ listen: fmt(listen), admin: fmt(admin), services: Object.keys(services).length > 0 ? Object.fromEntries(Object.entries(services).map(([k, v]) => [k, fmt(v)])) : undefined, count: this.#services.size }, 'outrigger started')
+  }
+
+  /**
+   * Binds a proxy listener. A worker binds its own socket with SO_REUSEPORT beside its siblings' (the
+   * kernel spreads connections; the primary never touches one); the control plane binds none.
+   */
+  #bindProxy(listener: ProxyListener, address: ListenAddress, path: string): Promise<ListenAddress> {
+    if (this.#plane === 'control') return Promise.resolve(address)
+    return bind(listener.listen(address.host, address.port, this.#plane === 'data'), path, address)
   }
 
   /** Start-up (and reload) warnings about a config that is valid but will not do all it says. */
@@ -227,7 +277,13 @@ export class Sidecar {
     const observer: ClusterObserver = {
       onClusterChange: (cluster) => metrics.updateEndpointGauge(cluster),
       onHostAdded: active === undefined ? undefined : (cluster, host) => {
-        unwatch.set(host, this.#checker.watch(host.address, host.port, active, (verdict) => cluster.setHostFlag(host, HostFlag.FAILED_ACTIVE_CHECK, !verdict.healthy, verdict.reason), host.tls))
+        const onHealth = this.#options.onHealth
+        const watcher: CheckWatcher = (verdict) => {
+          cluster.setHostFlag(host, HostFlag.FAILED_ACTIVE_CHECK, !verdict.healthy, verdict.reason)
+          onHealth?.(config.name, host, verdict)
+        }
+        const health = this.#options.health
+        unwatch.set(host, health !== undefined ? health(config.name, host, watcher) : this.#checker.watch(host.address, host.port, active, watcher, host.tls))
       },
       onHostLeft: (_cluster, host) => {
         unwatch.get(host)?.()
@@ -271,6 +327,7 @@ export class Sidecar {
   }
 
   #createAdapter(config: ServiceConfig, discoveryConfig: DiscoveryConfig): DiscoveryAdapter {
+    if (this.#options.discovery !== undefined) return this.#options.discovery(config)
     const discovery = createDiscovery(config, { discovery: discoveryConfig, logger: this.#logger.child({ module: 'discovery', service: config.name }) })
     if (discovery === null) throw new StartupError(`services.${config.name}.source`, `"${config.source}" is not available in this build`)
     return discovery
@@ -288,13 +345,18 @@ export class Sidecar {
     const name = s.runtime.name
     const source = s.discovery.source
     // A static list needs no memory of its own; every registry-backed source keeps its last set.
-    const persist = source !== 'static'
+    // A worker's sets come from the primary, which keeps them.
+    const persist = source !== 'static' && this.#plane !== 'data'
+    const published = (cluster: ServiceCluster): void => {
+      if (this.#services.get(name)?.runtime.cluster === cluster) this.#options.onDiscovery?.(cluster)
+    }
     s.discovery.start({
       onUpdate: (endpoints) => {
         const { metrics, cluster } = binding.service.runtime
         metrics.discoveryUpdates.inc()
         cluster.setEndpoints(endpoints)
         if (persist) this.#state.save(name, source, endpoints)
+        published(cluster)
         answered()
       },
       onError: (error) => {
@@ -309,6 +371,7 @@ export class Sidecar {
           }
         }
         cluster.setDiscoveryError(error)
+        published(cluster)
         answered()
       },
     })
@@ -337,6 +400,7 @@ export class Sidecar {
       this.#logger.info('config reloaded: nothing changed')
       return result
     }
+    if (this.#plane === 'all' && prev.workers !== next.workers) this.#logger.warn({ workers: next.workers }, 'workers: a change between one process and several takes effect at the next start')
     const configs = new Map(next.services.map((c) => [c.name, c]))
 
     // 1. Build everything new without starting it; bind new listeners. Undone on any failure.
@@ -356,7 +420,7 @@ export class Sidecar {
       await admin?.server.close()
     }
     try {
-      if (plan.reregister) registrar = this.#createRegistrar(next)
+      if (plan.reregister && this.#plane !== 'data') registrar = this.#createRegistrar(next)
       for (const p of plan.services) {
         const c = configs.get(p.name)
         if (c === undefined) continue
@@ -371,16 +435,16 @@ export class Sidecar {
       }
       if (plan.relistenShared) {
         const listener = this.#createSharedListener(next)
-        shared = { listener, address: await bind(listener.listen(next.listen.host, next.listen.port), 'listen', next.listen) }
+        shared = { listener, address: await this.#bindProxy(listener, next.listen, 'listen') }
       }
       for (const p of plan.services) {
         const c = configs.get(p.name)
         if (c?.listen === undefined || !(p.kind === 'added' || p.relisten)) continue
         const runtime = built.get(p.name)?.runtime ?? this.#services.get(p.name)!.runtime
         const listener = this.#dedicatedListener(runtime, next)
-        listeners.set(p.name, { listener, address: await bind(listener.listen(c.listen.host, c.listen.port), `services.${p.name}.listen`, c.listen) })
+        listeners.set(p.name, { listener, address: await this.#bindProxy(listener, c.listen, `services.${p.name}.listen`) })
       }
-      if (plan.relistenAdmin) {
+      if (plan.relistenAdmin && this.#plane !== 'data') {
         const server = this.#createAdmin(next)
         admin = { server, address: await bind(server.listen(next.admin.host, next.admin.port), 'admin', next.admin) }
       }
@@ -484,7 +548,7 @@ export class Sidecar {
       void this.#state.flush()
       this.#state = new EndpointStateStore(next.discovery.stateDir, this.#logger.child({ module: 'discovery' }))
     }
-    if (plan.reregister) {
+    if (plan.reregister && this.#plane !== 'data') {
       const previous = this.#registrar
       this.#registrar = registrar
       // Deregister the old announcement before the new one goes out (they may share an ID).
@@ -505,7 +569,7 @@ export class Sidecar {
     // 4. What was replaced drains in the background; stop() waits for it (or cuts it at its timeout).
     for (const l of retiredListeners) this.#retire([l], null)
     for (const r of retired) this.#retireService(r.service, r)
-    this.#warnAbout(next)
+    if (this.#plane !== 'data') this.#warnAbout(next)
     this.#logger.info({ ...result, unchanged: result.unchanged.length }, 'config reloaded')
     return result
   }
@@ -605,7 +669,7 @@ export class Sidecar {
     const retiring = [...this.#retiring]
     let timer: NodeJS.Timeout | undefined
     const timedOut = await Promise.race([
-      Promise.all([...listeners.map((l) => l.drain()), ...retiring.map((r) => r.done)]).then(() => false),
+      Promise.all([...listeners.map((l) => l.drain()), ...retiring.map((r) => r.done), this.#options.drain?.()]).then(() => false),
       new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(true), this.#config.shutdownTimeoutMs)
       }),
@@ -625,7 +689,7 @@ export class Sidecar {
     await this.#state.flush()
     await Promise.all([...this.#services.values()].map((s) => (timedOut ? s.runtime.cluster.destroy() : s.runtime.cluster.close())))
     for (const l of listeners) l.destroy()
-    await this.#admin.close()
+    if (this.#plane !== 'data') await this.#admin.close()
     this.#logger.info('outrigger stopped')
   }
 }

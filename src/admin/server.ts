@@ -5,6 +5,7 @@ import type { Logger } from 'pino'
 import type { ServiceCluster } from '../cluster/service-cluster.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { serviceView } from './services-view.ts'
+import type { ServiceView } from './services-view.ts'
 import type { PoliciesView } from '../policies/policies.ts'
 import { STATUS_PAGE_HEADERS, STATUS_PAGE_HTML } from './status-page.ts'
 
@@ -15,6 +16,10 @@ export interface AdminSource {
   accepting(): boolean
   /** A service's traffic policies as `/api/services` shows them; absent or null: none. */
   policies?(service: string): PoliciesView | null
+  /** The `/api/services` document when it is not this process's clusters alone (merged over workers). */
+  servicesView?(): Promise<ServiceView[]>
+  /** The `/metrics` text when it is not this process's registry alone (aggregated over workers). */
+  metricsText?(): Promise<string>
 }
 
 /** The admin listener: `/healthz`, `/readyz`, `/metrics`, `/api/services` and the status page. */
@@ -92,12 +97,12 @@ export class AdminServer {
         return
       }
       case '/metrics': {
-        const body = await this.#metrics.registry.metrics()
+        const body = await (this.#source.metricsText?.() ?? this.#metrics.registry.metrics())
         send(res, 200, this.#metrics.registry.contentType, body)
         return
       }
       case '/api/services':
-        send(res, 200, 'application/json', JSON.stringify(this.#source.clusters().map((c) => serviceView(c, this.#source.policies?.(c.name) ?? {}))))
+        send(res, 200, 'application/json', JSON.stringify((await this.#source.servicesView?.()) ?? this.#source.clusters().map((c) => serviceView(c, this.#source.policies?.(c.name) ?? {}))))
         return
       case '/':
         send(res, 200, 'text/html; charset=utf-8', STATUS_PAGE_HTML, STATUS_PAGE_HEADERS)

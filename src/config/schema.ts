@@ -56,6 +56,7 @@ export const MESSAGES = {
   host: 'must be a host name or an IP address',
   endpoint: 'must be "host:port" or a map with address, port and weight',
   hashKey: 'must be one of ip, path, header:NAME, cookie:NAME, query:NAME',
+  workers: 'must be an integer of at least 1, or auto',
   maxDuration: `must be at most ${formatDuration(MAX_DURATION_MS)}`,
 } as const
 
@@ -702,6 +703,20 @@ const limitsSchema = z
   )
   .describe('Limits on what clients of the proxy listeners may hold or send.')
 
+/** The most `workers` a config may ask for: far beyond any sensible machine, a guard against typos. */
+export const MAX_WORKERS = 256
+
+/** `workers`: a positive integer, or `auto` (resolved when the sidecar starts, not here). */
+function workersSchema() {
+  return z.union([z.number(), z.string()], { error: typeError(MESSAGES.workers) }).transform((v, ctx): number | 'auto' => {
+    if (typeof v === 'string' && v.trim() === 'auto') return 'auto'
+    const n = typeof v === 'number' ? v : NUMERIC.test(v.trim()) ? Number(v.trim()) : NaN
+    if (!Number.isInteger(n) || n < 1) ctx.addIssue({ code: 'custom', message: MESSAGES.workers, input: v })
+    else if (n > MAX_WORKERS) ctx.addIssue({ code: 'custom', message: `must be at most ${MAX_WORKERS}`, input: v })
+    return n
+  })
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The document
 
@@ -713,6 +728,7 @@ export const configSchema = z
     admin: listenAddress().prefault('127.0.0.1:9901').describe('Admin API and status page.'),
     shutdownTimeout: duration().prefault('30s').describe('On SIGTERM/SIGINT, how long in-flight requests may take to finish.'),
     accessLog: bool().prefault(false).describe('One JSON line per request.'),
+    workers: workersSchema().prefault(1).describe('Proxy processes sharing the listeners; `auto`: one per CPU. Discovery and active checks run once, in the primary.'),
     discovery: discoverySchema.prefault({}),
     services: noProtoKey(
       z.record(z.string(), serviceSchema).superRefine((rec, ctx) => {
@@ -752,6 +768,7 @@ export const configSchema = z
         admin: c.admin,
         shutdownTimeoutMs: c.shutdownTimeout,
         accessLog: c.accessLog,
+        workers: c.workers,
         discovery: c.discovery,
         services: Object.entries(c.services).map(([key, s]) => toServiceConfig(key, s)),
         register: c.register,

@@ -167,6 +167,12 @@ export interface Config {
   admin: ListenAddress
   shutdownTimeoutMs: number
   accessLog: boolean
+  /**
+   * Proxy processes: 1 runs everything in one process; more (or `auto`, one per CPU) runs the data
+   * plane in that many node:cluster workers beside a primary holding the control plane (see
+   * docs/architecture.md, "Workers").
+   */
+  workers: number | 'auto'
   discovery: DiscoveryConfig
   services: ServiceConfig[]
   register?: RegisterConfig

@@ -1,5 +1,5 @@
 import { pino } from 'pino'
-import type { Logger, LevelWithSilent } from 'pino'
+import type { DestinationStream, Logger, LevelWithSilent } from 'pino'
 
 export type { Logger }
 
@@ -8,7 +8,7 @@ export interface LoggerOptions {
   /** Human-readable lines instead of JSON (pino-pretty, for a terminal). */
   pretty?: boolean
   /** Where JSON lines go; stdout by default. */
-  destination?: NodeJS.WritableStream
+  destination?: DestinationStream
 }
 
 /**

@@ -94,10 +94,12 @@ export class ProxyListener {
     return this.#active
   }
 
-  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+  /** `reusePort`: bind beside other processes' sockets on the same port (workers; SO_REUSEPORT). */
+  listen(host: string, port: number, reusePort = false): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject)
-      this.server.listen(port, host, () => {
+      // exclusive: a node:cluster worker binds its own socket instead of asking the primary for one.
+      this.server.listen({ port, host, exclusive: reusePort, reusePort }, () => {
         this.server.off('error', reject)
         const address = this.server.address()
         resolve(typeof address === 'object' && address !== null ? { host: address.address, port: address.port } : { host, port })

@@ -172,6 +172,7 @@ describe('parseConfig: defaults and normalisation', () => {
       admin: { host: '127.0.0.1', port: 9901 },
       shutdownTimeoutMs: 30000,
       accessLog: false,
+      workers: 1,
       discovery: {
         stateDir: path.resolve(BASE_DIR, '.outrigger-state'),
         consul: { url: 'http://127.0.0.1:8500', token: '', waitMs: 30000, consistency: 'default' },
@@ -215,6 +216,12 @@ describe('parseConfig: defaults and normalisation', () => {
     assert.deepEqual(s.timeouts, { connectMs: 1500, requestMs: 250, idleMs: 3_600_000 })
     assert.equal(s.retry.replayBodyLimitBytes, 1_000_000)
     assert.equal(s.retry.attempts, 0)
+  })
+
+  it('workers: a number, a numeric string (for ${WORKERS}) or auto', () => {
+    assert.equal(parse('workers: 4\n').workers, 4)
+    assert.equal(parse('workers: "2"\n').workers, 2)
+    assert.equal(parse('workers: auto\n').workers, 'auto')
   })
 
   it('lower-cases header names and upper-cases methods; absolute paths stay as written', () => {
@@ -550,6 +557,11 @@ const MISTAKES: Mistake[] = [
     path: 'services.api.routes[0].host',
     message: 'must be a host name like api.internal (without a port)',
   },
+  { name: 'workers zero', text: 'workers: 0\n', path: 'workers', message: 'must be an integer of at least 1, or auto' },
+  { name: 'workers not an integer', text: 'workers: 1.5\n', path: 'workers', message: 'must be an integer of at least 1, or auto' },
+  { name: 'workers a word other than auto', text: 'workers: all\n', path: 'workers', message: 'must be an integer of at least 1, or auto' },
+  { name: 'workers a list', text: 'workers: [2]\n', path: 'workers', message: 'must be an integer of at least 1, or auto' },
+  { name: 'workers beyond the guard', text: 'workers: 100000\n', path: 'workers', message: 'must be at most 256' },
   { name: 'accessLog not a boolean', text: 'accessLog: maybe\n', path: 'accessLog', message: 'must be a boolean' },
   {
     name: 'service name with a space',
