@@ -3,7 +3,7 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', '.cache/', 'bench/node_modules/', 'bench/results/', 'test-output/'] },
+  { ignores: ['dist/', 'node_modules/', '.cache/', 'bench/peers/node_modules/', 'bench/results/', 'test-output/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -1,0 +1,507 @@
+/**
+ * outrigger beside HAProxy, nginx, @fastify/http-proxy, http-proxy and no proxy at all, in one run
+ * (issue 7). See bench/README.md for how to run it and how to read the figures.
+ *
+ *   npm run bench                                          # everything, 3 rounds of 5 s
+ *   npm run bench -- --quick --only outrigger,haproxy --scenario small
+ *   npm run bench -- --rounds 5 --duration 10 --scenario small,latency
+ *
+ * Placement on a 2-core machine: the proxy alone on CPU 0; the load generator (wrk, or this
+ * directory's fixed-rate and idle clients) and the upstreams (one nginx process) share CPU 1. The
+ * "direct" row is wrk straight to one upstream, i.e. what CPU 1 can deliver by itself: a proxy
+ * whose core is not busy near 100% was held back by CPU 1, not by itself. CPU µs per request is
+ * read from the proxy's own utime + stime, so it holds when other work shares the machine.
+ */
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { createInterface } from 'node:readline'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { parseArgs } from 'node:util'
+import { renderChart } from './lib/chart.ts'
+import { cpuBusyPercent, cpuTicks, processCpuMicros, processMemory } from './lib/proc.ts'
+import { runWrk, wrkScript } from './lib/wrk.ts'
+import type { WrkLoad } from './lib/wrk.ts'
+import { HOST_HEADER, POST_BODY_BYTES, STRATEGIES, startHaproxy, startNginx, startNodePeer, startOutrigger, startUpstreams } from './peers/peers.ts'
+import type { RunningPeer, Strategy, Tools, Upstreams } from './peers/peers.ts'
+import { median } from './stats.ts'
+
+const PEERS = ['direct', 'outrigger', 'haproxy', 'nginx', 'fastify', 'http-proxy'] as const
+type Peer = (typeof PEERS)[number]
+const SCENARIOS = ['small', '64k', 'post', 'strategies', 'conns10k', 'latency'] as const
+type Scenario = (typeof SCENARIOS)[number]
+
+const PROXY_CPU = 0
+const LOAD_CPU = 1
+const benchDir = import.meta.dirname
+const root = path.join(benchDir, '..')
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+const { values: opts } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    connections: { type: 'string', default: '64' },
+    idle: { type: 'string', default: '10000' },
+    only: { type: 'string' },
+    scenario: { type: 'string' },
+    rate: { type: 'string' },
+    'no-save': { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+  strict: true,
+})
+
+if (opts.help) {
+  process.stdout.write(`Usage: npm run bench -- [options]
+  --quick              1 round of 2 s, 1 s warm-up (a smoke test: the figures are rough)
+  --rounds N           rounds per target (default 3); medians are reported
+  --duration S         seconds per measurement (default 5)
+  --warmup S           seconds of load before the first round (default 2)
+  --connections N      wrk connections (default 64)
+  --idle N             idle keep-alive clients in the conns10k scenario (default 10000)
+  --only LIST          peers: ${PEERS.join(',')}
+  --scenario LIST      scenarios: ${SCENARIOS.join(',')}
+  --rate N             fixed rate of the latency scenario (default: half of outrigger's max)
+  --no-save            print only; do not write bench/results/
+`)
+  process.exit(0)
+}
+
+function list<T extends string>(value: string | undefined, all: readonly T[], what: string): readonly T[] {
+  if (value === undefined) return all
+  const names = value.split(',').map((s) => s.trim())
+  for (const n of names) if (!all.includes(n as T)) throw new Error(`unknown ${what} "${n}"; one of ${all.join(', ')}`)
+  return all.filter((x) => names.includes(x))
+}
+
+const ROUNDS = Number(opts.rounds ?? (opts.quick ? 1 : 3))
+const SECONDS = Number(opts.duration ?? (opts.quick ? 2 : 5))
+const WARMUP_SECONDS = Number(opts.warmup ?? (opts.quick ? 1 : 2))
+const CONNECTIONS = Number(opts.connections)
+const IDLE_CLIENTS = Number(opts.idle)
+const peers = list(opts.only, PEERS, 'peer')
+const scenarios = list(opts.scenario, SCENARIOS, 'scenario')
+
+// ---------------------------------------------------------------------------------------------
+// Tools: Debian's haproxy, nginx and wrk (bench/peers/fetch.sh), bench's own npm dependencies.
+
+function fetchTools(): { haproxy: string; nginx: string; wrk: string; versions: string } {
+  const r = spawnSync('bash', [path.join(benchDir, 'peers', 'fetch.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  if (r.status !== 0) throw new Error(`bench/peers/fetch.sh failed:\n${r.stderr}`)
+  const found = Object.fromEntries(r.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+  return { haproxy: found.haproxy!, nginx: found.nginx!, wrk: found.wrk!, versions: r.stderr.trim() }
+}
+
+/** `npm ci` in bench/peers/ when its node_modules is missing or older than its lockfile. */
+function ensureBenchDependencies(): void {
+  const peersDir = path.join(benchDir, 'peers')
+  const installed = path.join(peersDir, 'node_modules', '.package-lock.json')
+  const lock = path.join(peersDir, 'package-lock.json')
+  if (existsSync(installed) && statSync(installed).mtimeMs >= statSync(lock).mtimeMs) return
+  console.log('installing the Node peers (npm ci in bench/peers/)')
+  const npm = process.env.npm_execpath
+  const r = npm !== undefined && npm.endsWith('.js')
+    ? spawnSync(process.execPath, [npm, 'ci', '--no-audit', '--no-fund'], { cwd: peersDir, stdio: 'inherit' })
+    : spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: peersDir, stdio: 'inherit' })
+  if (r.status !== 0) throw new Error('npm ci in bench/peers/ failed')
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets
+
+interface Target {
+  /** Row label: the peer, and the strategy for outrigger's variants (`outrigger/weighted`). */
+  label: string
+  peer: Peer
+  start(up: Upstreams): Promise<RunningPeer>
+}
+
+function target(peer: Peer, tools: Tools, strategy: Strategy = 'round-robin', labelStrategy = false): Target {
+  const label = labelStrategy ? `${peer}/${strategy}` : peer
+  switch (peer) {
+    case 'direct':
+      // wrk straight to the first upstream; its process is the upstreams' nginx.
+      return { label, peer, start: (up) => Promise.resolve({ port: up.ports[0]!, pid: up.server.pid, stop: () => Promise.resolve() }) }
+    case 'outrigger':
+      return { label, peer, start: (up) => startOutrigger(tools, PROXY_CPU, up, strategy) }
+    case 'haproxy':
+      return { label, peer, start: (up) => startHaproxy(tools, PROXY_CPU, up) }
+    case 'nginx':
+      return { label, peer, start: (up) => startNginx(tools, PROXY_CPU, up) }
+    case 'fastify':
+      return { label, peer, start: (up) => startNodePeer(tools, PROXY_CPU, up, 'fastify-proxy') }
+    case 'http-proxy':
+      return { label, peer, start: (up) => startNodePeer(tools, PROXY_CPU, up, 'http-proxy') }
+  }
+}
+
+function targetsFor(scenario: Scenario, tools: Tools): Target[] {
+  if (scenario === 'strategies') {
+    const out: Target[] = []
+    if (peers.includes('outrigger')) for (const s of STRATEGIES) out.push(target('outrigger', tools, s, true))
+    if (peers.includes('haproxy')) out.push(target('haproxy', tools))
+    return out
+  }
+  if (scenario === 'conns10k') return peers.filter((p) => p !== 'direct').map((p) => target(p, tools))
+  return peers.map((p) => target(p, tools))
+}
+
+const LOADS: Partial<Record<Scenario, WrkLoad>> = {
+  small: { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 },
+  '64k': { method: 'GET', path: '/64k', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 },
+  post: { method: 'POST', path: '/post', host: HOST_HEADER, bodyBytes: POST_BODY_BYTES, hashKeys: 0 },
+  strategies: { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 },
+  conns10k: { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 },
+}
+const HASHED_LOAD: WrkLoad = { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 1000 }
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+/** One measurement of one target; latencies in ms; NaN where not measured. */
+interface Sample {
+  rps: number
+  p50Ms: number
+  p99Ms: number
+  p999Ms: number
+  errors: number
+  /** utime + stime of the proxy process per completed request. */
+  cpuUsPerReq: number
+  /** The proxy process's CPU time over wall time: near 100, it was the bottleneck. */
+  proxyCorePercent: number
+  /** Busy percent of the proxy's CPU and of the load generator's CPU, whoever used them. */
+  proxyCpuBusyPercent: number
+  loadCpuBusyPercent: number
+  /** conns10k: resident memory while holding the idle clients, and per client above the baseline. */
+  idleRssMB?: number
+  idleKiBPerConn?: number
+  idleOpen?: number
+  /** latency: the rate asked for. */
+  rate?: number
+}
+
+interface TargetResult {
+  label: string
+  peer: Peer
+  samples: Sample[]
+  median: Sample
+  /** VmHWM at the end of the scenario (for `direct`: the upstreams' nginx). */
+  peakMB: number
+}
+
+interface ScenarioResult {
+  name: Scenario
+  description: string
+  targets: TargetResult[]
+}
+
+async function measured(pid: number, run: () => Promise<{ requests: number; seconds: number; sample: Omit<Sample, 'cpuUsPerReq' | 'proxyCorePercent' | 'proxyCpuBusyPercent' | 'loadCpuBusyPercent'> }>): Promise<Sample> {
+  const cpu0 = processCpuMicros(pid)
+  const ticks0 = cpuTicks()
+  const t0 = performance.now()
+  const r = await run()
+  const wallUs = (performance.now() - t0) * 1000
+  const cpu = processCpuMicros(pid) - cpu0
+  const busy = cpuBusyPercent(ticks0, cpuTicks())
+  return {
+    ...r.sample,
+    cpuUsPerReq: r.requests > 0 ? cpu / r.requests : Number.NaN,
+    proxyCorePercent: (100 * cpu) / wallUs,
+    proxyCpuBusyPercent: busy[PROXY_CPU] ?? Number.NaN,
+    loadCpuBusyPercent: busy[LOAD_CPU] ?? Number.NaN,
+  }
+}
+
+function wrkSample(tools: { wrk: string }, script: string, port: number, connections: number, seconds: number, pid: number): Promise<Sample> {
+  return measured(pid, async () => {
+    const w = await runWrk(tools.wrk, LOAD_CPU, script, port, connections, seconds)
+    return { requests: w.requests, seconds: w.seconds, sample: { rps: w.rps, p50Ms: w.p50Ms, p99Ms: w.p99Ms, p999Ms: w.p999Ms, errors: w.errors } }
+  })
+}
+
+/** Runs `file` (a .ts of this folder) with Node 24 on the load CPU; resolves with its stdout. */
+function runClient(file: string, args: readonly string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('taskset', ['-c', String(LOAD_CPU), process.execPath, path.join(benchDir, file), ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.once('error', reject)
+    child.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${file} exited with ${code}`))))
+  })
+}
+
+function fixedRateSample(port: number, rate: number, seconds: number, pid: number): Promise<Sample> {
+  return measured(pid, async () => {
+    const out = await runClient('fixed-rate.ts', [`127.0.0.1:${port}`, HOST_HEADER, '/', String(rate), String(seconds), String(CONNECTIONS)])
+    const r = JSON.parse(out) as { completed: number; errors: number; seconds: number; latenciesUs: { p50: number; p99: number; p999: number } }
+    return {
+      requests: r.completed,
+      seconds: r.seconds,
+      sample: { rps: r.completed / r.seconds, p50Ms: r.latenciesUs.p50 / 1000, p99Ms: r.latenciesUs.p99 / 1000, p999Ms: r.latenciesUs.p999 / 1000, errors: r.errors, rate },
+    }
+  })
+}
+
+/** Opens IDLE_CLIENTS idle keep-alive connections; resolves with the proxy's RSS while they are held. */
+async function idleMemory(port: number, pid: number): Promise<{ idleRssMB: number; idleKiBPerConn: number; idleOpen: number }> {
+  const before = processMemory(pid).rssBytes
+  const child = spawn('taskset', ['-c', String(LOAD_CPU), process.execPath, path.join(benchDir, 'idle-clients.ts'), `127.0.0.1:${port}`, HOST_HEADER, String(IDLE_CLIENTS)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      createInterface({ input: child.stdout }).once('line', resolve)
+      child.once('exit', (code) => reject(new Error(`idle-clients exited with ${code}`)))
+    })
+    const [, open, failed] = line.split(' ').map(Number)
+    if (failed! > 0) console.log(`    ${failed} of ${IDLE_CLIENTS} idle clients failed`)
+    await sleep(1000) // let the proxy settle (lazy allocations, GC) before reading
+    const during = processMemory(pid).rssBytes
+    return { idleRssMB: during / 2 ** 20, idleKiBPerConn: (during - before) / 1024 / Math.max(1, open!), idleOpen: open! }
+  } finally {
+    child.stdin.end()
+    child.kill('SIGTERM')
+    await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)))
+    await sleep(500) // let the proxy see the connections close
+  }
+}
+
+function medianSample(samples: readonly Sample[]): Sample {
+  const m = (k: keyof Sample): number => median(samples.map((s) => s[k] ?? Number.NaN))
+  const out: Sample = {
+    rps: m('rps'),
+    p50Ms: m('p50Ms'),
+    p99Ms: m('p99Ms'),
+    p999Ms: m('p999Ms'),
+    errors: samples.reduce((a, s) => a + s.errors, 0),
+    cpuUsPerReq: m('cpuUsPerReq'),
+    proxyCorePercent: m('proxyCorePercent'),
+    proxyCpuBusyPercent: m('proxyCpuBusyPercent'),
+    loadCpuBusyPercent: m('loadCpuBusyPercent'),
+  }
+  if (samples[0]?.idleRssMB !== undefined) {
+    out.idleRssMB = m('idleRssMB')
+    out.idleKiBPerConn = m('idleKiBPerConn')
+    out.idleOpen = m('idleOpen')
+  }
+  if (samples[0]?.rate !== undefined) out.rate = m('rate')
+  return out
+}
+
+/**
+ * Starts every target of the scenario (each on the proxy CPU, idle while another is measured),
+ * warms each up, then runs the rounds with the targets' order rotated every round, so a slow spell
+ * of the machine does not always land on the same target.
+ */
+async function runScenario(
+  name: Scenario,
+  description: string,
+  targets: readonly Target[],
+  up: Upstreams,
+  measure: (t: Target, p: RunningPeer) => Promise<Sample>,
+  warm: (p: RunningPeer) => Promise<void>,
+): Promise<ScenarioResult> {
+  console.log(`\n== ${name}: ${description}`)
+  const running: RunningPeer[] = []
+  try {
+    for (const t of targets) running.push(await t.start(up))
+    for (const p of running) await warm(p)
+    const samples: Sample[][] = targets.map(() => [])
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let k = 0; k < targets.length; k++) {
+        const i = (k + round) % targets.length
+        const s = await measure(targets[i]!, running[i]!)
+        samples[i]!.push(s)
+        console.log(`  round ${round + 1} ${targets[i]!.label.padEnd(28)} ${s.rps.toFixed(0).padStart(7)} req/s  p99 ${s.p99Ms.toFixed(2)} ms  ${s.cpuUsPerReq.toFixed(1)} µs/req  core ${s.proxyCorePercent.toFixed(0)}%  cpu${PROXY_CPU} ${s.proxyCpuBusyPercent.toFixed(0)}%  cpu${LOAD_CPU} ${s.loadCpuBusyPercent.toFixed(0)}%${s.errors > 0 ? `  errors ${s.errors}` : ''}${s.idleRssMB !== undefined ? `  idle RSS ${s.idleRssMB.toFixed(1)} MB` : ''}`)
+      }
+    }
+    return {
+      name,
+      description,
+      targets: targets.map((t, i) => ({ label: t.label, peer: t.peer, samples: samples[i]!, median: medianSample(samples[i]!), peakMB: processMemory(running[i]!.pid).hwmBytes / 2 ** 20 })),
+    }
+  } finally {
+    for (const p of running) await p.stop()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function f(n: number | undefined, digits = 0): string {
+  return n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(digits)
+}
+
+function table(s: ScenarioResult): string {
+  const by = (peer: Peer): TargetResult | undefined => s.targets.find((t) => t.label === peer)
+  const haproxy = by('haproxy')
+  const fastify = by('fastify')
+  const direct = by('direct')
+  const latency = s.name === 'latency'
+  const idle = s.name === 'conns10k'
+  const cols = ['target', latency ? 'rate' : '', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', latency ? '+p99 ms' : '', 'CPU µs/req', 'core %', `cpu${LOAD_CPU} %`, 'peak MB', idle ? 'idle MB' : '', idle ? 'KiB/conn' : '', 'req/s ×HAProxy', 'req/s ×fastify', 'CPU ×HAProxy', 'errors'].filter((c) => c !== '')
+  const rows = s.targets.map((t) => {
+    const m = t.median
+    const cells: string[] = [t.label]
+    if (latency) cells.push(f(m.rate))
+    cells.push(f(m.rps), f(m.p50Ms, 2), f(m.p99Ms, 2), f(m.p999Ms, 2))
+    if (latency) cells.push(direct === undefined || t === direct ? '–' : f(m.p99Ms - direct.median.p99Ms, 2))
+    cells.push(f(m.cpuUsPerReq, 1), f(m.proxyCorePercent), f(m.loadCpuBusyPercent), f(t.peakMB, 1))
+    if (idle) cells.push(f(m.idleRssMB, 1), f(m.idleKiBPerConn, 2))
+    cells.push(
+      haproxy === undefined ? '–' : f(m.rps / haproxy.median.rps, 2),
+      fastify === undefined ? '–' : f(m.rps / fastify.median.rps, 2),
+      haproxy === undefined ? '–' : f(m.cpuUsPerReq / haproxy.median.cpuUsPerReq, 2),
+      String(m.errors),
+    )
+    return cells
+  })
+  const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: readonly string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
+  return [`${s.name}: ${s.description}`, line(cols), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n')
+}
+
+/** The figures issue 7 sets targets for, stated beside the targets (printed, never asserted). */
+function targetsSummary(results: readonly ScenarioResult[]): string[] {
+  const get = (scenario: Scenario, label: string): TargetResult | undefined => results.find((r) => r.name === scenario)?.targets.find((t) => t.label === label)
+  const out: string[] = []
+  const o = get('small', 'outrigger')
+  const h = get('small', 'haproxy')
+  const fy = get('small', 'fastify')
+  const check = (ok: boolean): string => (ok ? 'meets' : 'misses')
+  if (o !== undefined) out.push(`outrigger small responses: ${f(o.median.rps)} req/s on one core (target ≥ 30000: ${check(o.median.rps >= 30_000)})`)
+  if (o !== undefined && fy !== undefined) out.push(`  ×@fastify/http-proxy: ${f(o.median.rps / fy.median.rps, 2)} (target ≥ 2.5: ${check(o.median.rps / fy.median.rps >= 2.5)})`)
+  if (o !== undefined && h !== undefined) {
+    out.push(`  ×HAProxy: ${f(o.median.rps / h.median.rps, 2)} (target ≥ 0.35: ${check(o.median.rps / h.median.rps >= 0.35)})`)
+    const r = o.median.cpuUsPerReq / h.median.cpuUsPerReq
+    out.push(`  CPU µs/req ${f(o.median.cpuUsPerReq, 1)} vs HAProxy ${f(h.median.cpuUsPerReq, 1)}: ×${f(r, 2)} (target ≤ 2.5: ${check(r <= 2.5)})`)
+  }
+  const lo = get('latency', 'outrigger')
+  const ld = get('latency', 'direct')
+  if (lo !== undefined && ld !== undefined) {
+    const added = lo.median.p99Ms - ld.median.p99Ms
+    out.push(`outrigger p99 added at ${f(lo.median.rate)} req/s: ${f(added, 2)} ms (target < 1 ms: ${check(added < 1)})`)
+  }
+  const io = get('conns10k', 'outrigger')
+  if (io?.median.idleRssMB !== undefined) out.push(`outrigger RSS holding ${f(io.median.idleOpen)} idle keep-alive clients: ${f(io.median.idleRssMB, 1)} MB (target < 150 MB: ${check(io.median.idleRssMB < 150)})`)
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+if (os.availableParallelism() < 2) throw new Error('the comparison needs 2 CPUs: the proxy on one, the load generator on the other')
+const found = fetchTools()
+if (peers.includes('fastify') || peers.includes('http-proxy')) ensureBenchDependencies()
+const dir = mkdtempSync(path.join(os.tmpdir(), 'outrigger-compare-'))
+const tools: Tools = { haproxy: found.haproxy, nginx: found.nginx, node: process.execPath, root, dir }
+const upstreamCpu = os.availableParallelism() >= 3 ? 2 : LOAD_CPU
+const startedAt = new Date()
+const loadAverageBefore = os.loadavg()
+console.log(`outrigger comparison: ${ROUNDS} round(s) of ${SECONDS} s, ${CONNECTIONS} connections; proxy on CPU ${PROXY_CPU}, load on CPU ${LOAD_CPU}, upstreams on CPU ${upstreamCpu}`)
+console.log(`load average ${loadAverageBefore.map((x) => x.toFixed(2)).join(' ')}; temporary files in ${dir}`)
+
+const up = await startUpstreams(tools, upstreamCpu)
+const results: ScenarioResult[] = []
+let outriggerMaxRps: number | undefined
+try {
+  const scripts = new Map<Scenario | 'hashed', string>()
+  for (const [name, load] of Object.entries(LOADS)) scripts.set(name as Scenario, wrkScript(dir, name, load))
+  scripts.set('hashed', wrkScript(dir, 'hashed', HASHED_LOAD))
+  const warmWith = (script: string, connections = CONNECTIONS) => async (p: RunningPeer) => {
+    await runWrk(found.wrk, LOAD_CPU, script, p.port, connections, WARMUP_SECONDS)
+  }
+
+  const describe: Record<Scenario, string> = {
+    small: `GET of ${20} bytes, ${CONNECTIONS} keep-alive connections`,
+    '64k': `GET of 64 KiB, ${CONNECTIONS} keep-alive connections`,
+    post: `POST of 16 KiB answered with 3 bytes, ${CONNECTIONS} keep-alive connections`,
+    strategies: `outrigger's strategies, small GETs (consistent-hash on header x-user, 1,000 values), ${CONNECTIONS} connections`,
+    conns10k: `${IDLE_CLIENTS} idle keep-alive clients (memory), then wrk with ${IDLE_CLIENTS} connections`,
+    latency: 'fixed-rate GETs (half of outrigger\'s max), latency from each request\'s due time',
+  }
+
+  for (const name of scenarios) {
+    const targets = targetsFor(name, tools)
+    if (targets.length === 0) continue
+    if (name === 'latency') {
+      let rate = opts.rate === undefined ? undefined : Number(opts.rate)
+      if (rate === undefined && outriggerMaxRps === undefined) {
+        console.log('\n(latency: measuring outrigger\'s max rate first)')
+        const p = await target('outrigger', tools).start(up)
+        try {
+          await warmWith(scripts.get('small')!)(p)
+          outriggerMaxRps = (await runWrk(found.wrk, LOAD_CPU, scripts.get('small')!, p.port, CONNECTIONS, SECONDS)).rps
+        } finally {
+          await p.stop()
+        }
+      }
+      rate = Math.round(rate ?? outriggerMaxRps! / 2)
+      describe.latency = `fixed rate of ${rate} req/s (${opts.rate === undefined ? 'half of outrigger\'s max' : '--rate'}), small GETs over ${CONNECTIONS} connections, latency from each request's due time`
+      results.push(await runScenario(name, describe.latency, targets, up, (_t, p) => fixedRateSample(p.port, rate, SECONDS, p.pid), warmWith(scripts.get('small')!)))
+    } else if (name === 'conns10k') {
+      const script = scripts.get('conns10k')!
+      results.push(
+        await runScenario(name, describe.conns10k, targets, up, async (_t, p) => {
+          const idle = await idleMemory(p.port, p.pid)
+          const s = await wrkSample(found, script, p.port, IDLE_CLIENTS, SECONDS, p.pid)
+          return { ...s, ...idle }
+        }, warmWith(script)),
+      )
+    } else {
+      const script = scripts.get(name)!
+      const hashed = scripts.get('hashed')!
+      const scriptFor = (t: Target): string => (t.label === 'outrigger/consistent-hash' ? hashed : script)
+      const r = await runScenario(name, describe[name], targets, up, (t, p) => wrkSample(found, scriptFor(t), p.port, CONNECTIONS, SECONDS, p.pid), warmWith(script))
+      results.push(r)
+      if (name === 'small') outriggerMaxRps = r.targets.find((t) => t.label === 'outrigger')?.median.rps
+    }
+  }
+} finally {
+  await up.server.stop()
+}
+
+const loadAverageAfter = os.loadavg()
+console.log(`\nMedians of ${ROUNDS} round(s) of ${SECONDS} s. core % = the proxy process's CPU time over wall time (near 100: the proxy was the bottleneck); cpu${LOAD_CPU} % = how busy the load generator's CPU was (near 100: the load side was).`)
+console.log(`Load average before ${loadAverageBefore.map((x) => x.toFixed(2)).join(' ')}, after ${loadAverageAfter.map((x) => x.toFixed(2)).join(' ')}.\n`)
+for (const r of results) console.log(`${table(r)}\n`)
+const summary = targetsSummary(results)
+if (summary.length > 0) console.log(`Issue 7 targets (figures, not assertions):\n${summary.map((l) => `  ${l}`).join('\n')}\n`)
+
+if (!opts['no-save']) {
+  const resultsDir = path.join(benchDir, 'results')
+  mkdirSync(resultsDir, { recursive: true })
+  const stamp = startedAt.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')
+  const json = path.join(resultsDir, `${stamp}.json`)
+  const svg = path.join(resultsDir, `${stamp}.svg`)
+  writeFileSync(
+    json,
+    `${JSON.stringify(
+      {
+        startedAt: startedAt.toISOString(),
+        machine: { cpus: os.availableParallelism(), cpuModel: os.cpus()[0]?.model, kernel: os.release(), loadAverageBefore, loadAverageAfter },
+        versions: { node: process.version, peers: found.versions.split('\n') },
+        options: { rounds: ROUNDS, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, connections: CONNECTIONS, idleClients: IDLE_CLIENTS, proxyCpu: PROXY_CPU, loadCpu: LOAD_CPU, upstreamCpu, quick: opts.quick },
+        scenarios: results,
+        targets: summary,
+      },
+      null,
+      2,
+    )}\n`,
+  )
+  writeFileSync(
+    svg,
+    renderChart(
+      `outrigger and peers, one core each (${startedAt.toISOString().slice(0, 16)}Z, medians of ${ROUNDS} × ${SECONDS} s)`,
+      results.map((r) => ({ scenario: r.name === 'latency' ? `${r.name} (rate-limited: req/s is the rate)` : r.name, rows: r.targets.map((t) => ({ label: t.label, rps: t.median.rps, cpuUsPerReq: t.median.cpuUsPerReq })) })),
+    ),
+  )
+  console.log(`wrote ${path.relative(root, json)} and ${path.relative(root, svg)}`)
+}
+rmSync(dir, { recursive: true, force: true })
