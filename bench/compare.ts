@@ -23,7 +23,7 @@ import { renderChart } from './lib/chart.ts'
 import { cpuBusyPercent, cpuTicks, processCpuMicros, processMemory } from './lib/proc.ts'
 import { runWrk, wrkScript } from './lib/wrk.ts'
 import type { WrkLoad } from './lib/wrk.ts'
-import { HOST_HEADER, POST_BODY_BYTES, STRATEGIES, startHaproxy, startNginx, startNodePeer, startOutrigger, startUpstreams } from './peers/peers.ts'
+import { HAPROXY_MAX_CONNECTIONS, HOST_HEADER, POST_BODY_BYTES, STRATEGIES, startHaproxy, startNginx, startNodePeer, startOutrigger, startUpstreams } from './peers/peers.ts'
 import type { RunningPeer, Strategy, Tools, Upstreams } from './peers/peers.ts'
 import { median } from './stats.ts'
 
@@ -33,6 +33,8 @@ const SCENARIOS = ['small', '64k', 'post', 'strategies', 'conns10k', 'latency'] 
 type Scenario = (typeof SCENARIOS)[number]
 
 const PROXY_CPU = 0
+/** Leaves room below HAProxy's maxconn for the load's connections and the health checks. */
+const HAPROXY_MAX_IDLE_CLIENTS = HAPROXY_MAX_CONNECTIONS - 90
 const LOAD_CPU = 1
 const benchDir = import.meta.dirname
 const root = path.join(benchDir, '..')
@@ -119,6 +121,8 @@ interface Target {
   /** Row label: the peer, and the strategy for outrigger's variants (`outrigger/weighted`). */
   label: string
   peer: Peer
+  /** Idle clients it can hold beside a load of CONNECTIONS (HAProxy is capped by the fd limit). */
+  maxClients?: number
   start(up: Upstreams): Promise<RunningPeer>
 }
 
@@ -131,7 +135,7 @@ function target(peer: Peer, tools: Tools, strategy: Strategy = 'round-robin', la
     case 'outrigger':
       return { label, peer, start: (up) => startOutrigger(tools, PROXY_CPU, up, strategy) }
     case 'haproxy':
-      return { label, peer, start: (up) => startHaproxy(tools, PROXY_CPU, up) }
+      return { label, peer, maxClients: HAPROXY_MAX_IDLE_CLIENTS, start: (up) => startHaproxy(tools, PROXY_CPU, up) }
     case 'nginx':
       return { label, peer, start: (up) => startNginx(tools, PROXY_CPU, up) }
     case 'fastify':
@@ -248,10 +252,13 @@ function fixedRateSample(port: number, rate: number, seconds: number, pid: numbe
   })
 }
 
-/** Opens IDLE_CLIENTS idle keep-alive connections; resolves with the proxy's RSS while they are held. */
-async function idleMemory(port: number, pid: number): Promise<{ idleRssMB: number; idleKiBPerConn: number; idleOpen: number }> {
+/**
+ * Opens `count` idle keep-alive connections and, while they are held, reads the proxy's RSS and
+ * runs `whileHeld` (a normal load on other connections: do idle clients slow the proxy down?).
+ */
+async function withIdleClients(port: number, pid: number, count: number, whileHeld: () => Promise<Sample>): Promise<Sample> {
   const before = processMemory(pid).rssBytes
-  const child = spawn('taskset', ['-c', String(LOAD_CPU), process.execPath, path.join(benchDir, 'idle-clients.ts'), `127.0.0.1:${port}`, HOST_HEADER, String(IDLE_CLIENTS)], {
+  const child = spawn('taskset', ['-c', String(LOAD_CPU), process.execPath, path.join(benchDir, 'idle-clients.ts'), `127.0.0.1:${port}`, HOST_HEADER, String(count)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   })
   try {
@@ -260,10 +267,11 @@ async function idleMemory(port: number, pid: number): Promise<{ idleRssMB: numbe
       child.once('exit', (code) => reject(new Error(`idle-clients exited with ${code}`)))
     })
     const [, open, failed] = line.split(' ').map(Number)
-    if (failed! > 0) console.log(`    ${failed} of ${IDLE_CLIENTS} idle clients failed`)
+    if (failed! > 0) console.log(`    ${failed} of ${count} idle clients got no answer`)
     await sleep(1000) // let the proxy settle (lazy allocations, GC) before reading
     const during = processMemory(pid).rssBytes
-    return { idleRssMB: during / 2 ** 20, idleKiBPerConn: (during - before) / 1024 / Math.max(1, open!), idleOpen: open! }
+    const sample = await whileHeld()
+    return { ...sample, idleRssMB: during / 2 ** 20, idleKiBPerConn: (during - before) / 1024 / Math.max(1, open!), idleOpen: open! }
   } finally {
     child.stdin.end()
     child.kill('SIGTERM')
@@ -345,7 +353,7 @@ function table(s: ScenarioResult): string {
   const direct = by('direct')
   const latency = s.name === 'latency'
   const idle = s.name === 'conns10k'
-  const cols = ['target', latency ? 'rate' : '', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', latency ? '+p99 ms' : '', 'CPU µs/req', 'core %', `cpu${LOAD_CPU} %`, 'peak MB', idle ? 'idle MB' : '', idle ? 'KiB/conn' : '', 'req/s ×HAProxy', 'req/s ×fastify', 'CPU ×HAProxy', 'errors'].filter((c) => c !== '')
+  const cols = ['target', latency ? 'rate' : '', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', latency ? '+p99 ms' : '', 'CPU µs/req', 'core %', `cpu${LOAD_CPU} %`, 'peak MB', idle ? 'idle conns' : '', idle ? 'idle MB' : '', idle ? 'KiB/conn' : '', 'req/s ×HAProxy', 'req/s ×fastify', 'CPU ×HAProxy', 'errors'].filter((c) => c !== '')
   const rows = s.targets.map((t) => {
     const m = t.median
     const cells: string[] = [t.label]
@@ -353,7 +361,7 @@ function table(s: ScenarioResult): string {
     cells.push(f(m.rps), f(m.p50Ms, 2), f(m.p99Ms, 2), f(m.p999Ms, 2))
     if (latency) cells.push(direct === undefined || t === direct ? '–' : f(m.p99Ms - direct.median.p99Ms, 2))
     cells.push(f(m.cpuUsPerReq, 1), f(m.proxyCorePercent), f(m.loadCpuBusyPercent), f(t.peakMB, 1))
-    if (idle) cells.push(f(m.idleRssMB, 1), f(m.idleKiBPerConn, 2))
+    if (idle) cells.push(f(m.idleOpen), f(m.idleRssMB, 1), f(m.idleKiBPerConn, 2))
     cells.push(
       haproxy === undefined ? '–' : f(m.rps / haproxy.median.rps, 2),
       fastify === undefined ? '–' : f(m.rps / fastify.median.rps, 2),
@@ -423,7 +431,7 @@ try {
     '64k': `GET of 64 KiB, ${CONNECTIONS} keep-alive connections`,
     post: `POST of 16 KiB answered with 3 bytes, ${CONNECTIONS} keep-alive connections`,
     strategies: `outrigger's strategies, small GETs (consistent-hash on header x-user, 1,000 values), ${CONNECTIONS} connections`,
-    conns10k: `${IDLE_CLIENTS} idle keep-alive clients (memory), then wrk with ${IDLE_CLIENTS} connections`,
+    conns10k: `RSS holding ${IDLE_CLIENTS} idle keep-alive clients (HAProxy: ${HAPROXY_MAX_IDLE_CLIENTS}), and small GETs on ${CONNECTIONS} more connections meanwhile`,
     latency: 'fixed-rate GETs (half of outrigger\'s max), latency from each request\'s due time',
   }
 
@@ -448,11 +456,14 @@ try {
     } else if (name === 'conns10k') {
       const script = scripts.get('conns10k')!
       results.push(
-        await runScenario(name, describe.conns10k, targets, up, async (_t, p) => {
-          const idle = await idleMemory(p.port, p.pid)
-          const s = await wrkSample(found, script, p.port, IDLE_CLIENTS, SECONDS, p.pid)
-          return { ...s, ...idle }
-        }, warmWith(script)),
+        await runScenario(
+          name,
+          describe.conns10k,
+          targets,
+          up,
+          (t, p) => withIdleClients(p.port, p.pid, Math.min(IDLE_CLIENTS, t.maxClients ?? IDLE_CLIENTS), () => wrkSample(found, script, p.port, CONNECTIONS, SECONDS, p.pid)),
+          warmWith(script),
+        ),
       )
     } else {
       const script = scripts.get(name)!

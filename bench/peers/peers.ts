@@ -36,6 +36,9 @@ export interface RunningPeer {
   stop(): Promise<void>
 }
 
+/** HAProxy's maxconn: two descriptors per connection within this machine's hard limit of 20,000. */
+export const HAPROXY_MAX_CONNECTIONS = 9990
+
 export const STRATEGIES = ['round-robin', 'weighted', 'least-connections', 'consistent-hash'] as const
 export type Strategy = (typeof STRATEGIES)[number]
 /** Weights of the three upstreams under the weighted strategy. */
@@ -129,8 +132,8 @@ ${endpoints}
 /**
  * HAProxy: one thread, round-robin, keep-alive both ways, an HTTP check per server as outrigger has.
  * HAProxy reserves two descriptors per connection; with this machine's hard limit of 20,000 open
- * files (raising it needs root) it can hold at most 9,990 clients, so the conns10k scenario's last
- * few connections wait in its accept queue and are reported as not answered.
+ * files (raising it needs root) it can hold at most 9,990 clients, so the conns10k scenario gives it
+ * 9,900 idle clients instead of 10,000.
  */
 export async function startHaproxy(tools: Tools, cpu: number, up: Upstreams): Promise<RunningPeer> {
   const port = await freePort()
@@ -140,7 +143,7 @@ export async function startHaproxy(tools: Tools, cpu: number, up: Upstreams): Pr
     conf,
     `global
   nbthread 1
-  maxconn 9990
+  maxconn ${HAPROXY_MAX_CONNECTIONS}
 defaults
   mode http
   timeout connect 2s
