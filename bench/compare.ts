@@ -353,14 +353,14 @@ function table(s: ScenarioResult): string {
   const direct = by('direct')
   const latency = s.name === 'latency'
   const idle = s.name === 'conns10k'
-  const cols = ['target', latency ? 'rate' : '', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', latency ? '+p99 ms' : '', 'CPU µs/req', 'core %', `cpu${LOAD_CPU} %`, 'peak MB', idle ? 'idle conns' : '', idle ? 'idle MB' : '', idle ? 'KiB/conn' : '', 'req/s ×HAProxy', 'req/s ×fastify', 'CPU ×HAProxy', 'errors'].filter((c) => c !== '')
+  const cols = ['target', latency ? 'rate' : '', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', latency ? '+p99 ms' : '', 'CPU µs/req', 'req/core-s', 'core %', `cpu${LOAD_CPU} %`, 'peak MB', idle ? 'idle conns' : '', idle ? 'idle MB' : '', idle ? 'KiB/conn' : '', 'req/s ×HAProxy', 'req/s ×fastify', 'CPU ×HAProxy', 'errors'].filter((c) => c !== '')
   const rows = s.targets.map((t) => {
     const m = t.median
     const cells: string[] = [t.label]
     if (latency) cells.push(f(m.rate))
     cells.push(f(m.rps), f(m.p50Ms, 2), f(m.p99Ms, 2), f(m.p999Ms, 2))
     if (latency) cells.push(direct === undefined || t === direct ? '–' : f(m.p99Ms - direct.median.p99Ms, 2))
-    cells.push(f(m.cpuUsPerReq, 1), f(m.proxyCorePercent), f(m.loadCpuBusyPercent), f(t.peakMB, 1))
+    cells.push(f(m.cpuUsPerReq, 1), f(1e6 / m.cpuUsPerReq), f(m.proxyCorePercent), f(m.loadCpuBusyPercent), f(t.peakMB, 1))
     if (idle) cells.push(f(m.idleOpen), f(m.idleRssMB, 1), f(m.idleKiBPerConn, 2))
     cells.push(
       haproxy === undefined ? '–' : f(m.rps / haproxy.median.rps, 2),
@@ -388,6 +388,7 @@ function targetsSummary(results: readonly ScenarioResult[]): string[] {
   if (o !== undefined && h !== undefined) {
     out.push(`  ×HAProxy: ${f(o.median.rps / h.median.rps, 2)} (target ≥ 0.35: ${check(o.median.rps / h.median.rps >= 0.35)})`)
     const r = o.median.cpuUsPerReq / h.median.cpuUsPerReq
+    out.push(`  on a core of its own at that CPU cost: ${f(1e6 / o.median.cpuUsPerReq)} req/s (1e6 / CPU µs per request; ×HAProxy ${f(h.median.cpuUsPerReq / o.median.cpuUsPerReq, 2)})`)
     out.push(`  CPU µs/req ${f(o.median.cpuUsPerReq, 1)} vs HAProxy ${f(h.median.cpuUsPerReq, 1)}: ×${f(r, 2)} (target ≤ 2.5: ${check(r <= 2.5)})`)
   }
   const lo = get('latency', 'outrigger')

@@ -103,8 +103,8 @@ async function launch(name: string, tools: Tools, cpu: number, command: string, 
   return { port: listen, pid: started.pid, stop: () => started.stop() }
 }
 
-/** outrigger as a real `outrigger run` process, full features on except the access log. */
-export async function startOutrigger(tools: Tools, cpu: number, up: Upstreams, strategy: Strategy): Promise<RunningPeer> {
+/** outrigger as a real `outrigger run` process, full features on except the access log; `nodeFlags` go to node (`--cpu-prof`). */
+export async function startOutrigger(tools: Tools, cpu: number, up: Upstreams, strategy: Strategy, nodeFlags: readonly string[] = []): Promise<RunningPeer> {
   const port = await freePort()
   const admin = await freePort()
   const endpoints = up.ports.map((p, i) => `      - { address: 127.0.0.1, port: ${p}, weight: ${strategy === 'weighted' ? WEIGHTS[i] : 1} }`).join('\n')
@@ -126,7 +126,7 @@ ${endpoints}
     retry: { attempts: 2 }
 `,
   )
-  return launch(`outrigger-${strategy}`, tools, cpu, tools.node, [path.join(tools.root, 'src', 'cli.ts'), 'run', '-c', config, '--log-level', 'warn'], tools.root, port)
+  return launch(`outrigger-${strategy}`, tools, cpu, tools.node, [...nodeFlags, path.join(tools.root, 'src', 'cli.ts'), 'run', '-c', config, '--log-level', 'warn'], tools.root, port)
 }
 
 /**
