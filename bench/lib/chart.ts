@@ -62,14 +62,19 @@ export function renderChart(title: string, groups: readonly ChartGroup[]): strin
   for (const g of groups) {
     out.push(`<text x="${PAD}" y="${y + 12}" font-weight="bold">${esc(g.scenario)}</text>`)
     y += 18
-    const max = panels.map((p) => Math.max(1e-9, ...g.rows.map((r) => (Number.isFinite(r[p.key]) ? r[p.key] : 0))))
+    // `direct` (no proxy) is far off the proxies' scale: the bars scale to the proxies, and a bar
+    // longer than the panel is cut and marked.
+    const scaled = g.rows.some((r) => r.label !== 'direct') ? g.rows.filter((r) => r.label !== 'direct') : g.rows
+    const max = panels.map((p) => Math.max(1e-9, ...scaled.map((r) => (Number.isFinite(r[p.key]) ? r[p.key] : 0))))
     for (const r of g.rows) {
       out.push(`<text x="${PAD + LABEL_W - 6}" y="${y + BAR - 3}" text-anchor="end">${esc(r.label)}</text>`)
       panels.forEach((p, pi) => {
         const x0 = PAD + LABEL_W + pi * (PANEL_W + 80)
         const v = r[p.key]
-        const w = Number.isFinite(v) ? Math.max(1, (v / max[pi]!) * PANEL_W) : 0
+        const full = Number.isFinite(v) ? Math.max(1, (v / max[pi]!) * PANEL_W) : 0
+        const w = Math.min(full, PANEL_W)
         out.push(`<rect x="${x0}" y="${y}" width="${w.toFixed(1)}" height="${BAR}" fill="${colour(r.label)}"/>`)
+        if (full > PANEL_W) out.push(`<path d="M${x0 + w - 8} ${y} l4 ${BAR / 2} -4 ${BAR / 2} M${x0 + w - 4} ${y} l4 ${BAR / 2} -4 ${BAR / 2}" stroke="#fff" stroke-width="2" fill="none"/>`)
         out.push(`<text x="${(x0 + w + 4).toFixed(1)}" y="${y + BAR - 3}">${fmt(v)}</text>`)
       })
       y += BAR + GAP
