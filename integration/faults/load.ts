@@ -6,6 +6,8 @@
  */
 import type { TestContext } from 'node:test'
 import { Agent, request } from 'undici'
+import type { Handler, RunningSidecar, Upstream } from '../helpers.ts'
+import { startSidecar, startUpstream } from '../helpers.ts'
 
 export interface LoadOptions {
   /** Base URL of the listener, e.g. `http://127.0.0.1:PORT`. */
@@ -138,4 +140,30 @@ export function report(t: TestContext, label: string, fates: Fates): void {
     .sort((a, b) => b[1] - a[1])
     .map(([k, v]) => `${k}×${v}`)
   t.diagnostic(`${label}: ${parts.join(', ') || 'no requests'}`)
+}
+
+/**
+ * What a fault test starts, stopped in reverse order by `close()` (call it from `after`): sidecars,
+ * upstreams, anything else pushed to `cleanup`, and one shared client agent.
+ */
+export class FaultScope {
+  readonly cleanup: Array<() => Promise<void>> = []
+  readonly agent = new Agent()
+
+  async sidecar(services: Record<string, unknown>): Promise<RunningSidecar> {
+    const s = await startSidecar({ services })
+    this.cleanup.push(() => s.stop())
+    return s
+  }
+
+  async upstream(name: string, handler?: Handler): Promise<Upstream> {
+    const u = await startUpstream(name, handler)
+    this.cleanup.push(() => u.close())
+    return u
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.cleanup.reverse()) await c()
+    await this.agent.destroy()
+  }
 }

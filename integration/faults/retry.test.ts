@@ -6,11 +6,11 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
-import { Agent, request } from 'undici'
+import { request } from 'undici'
 import type { RunningSidecar, Upstream } from '../helpers.ts'
-import { send, startSidecar, startUpstream } from '../helpers.ts'
+import { send } from '../helpers.ts'
 import { MIN_RETRIES_PER_SECOND, MIN_RETRY_BURST } from '../../src/proxy/service-runtime.ts'
-import { Load, report } from './load.ts'
+import { FaultScope, Load, report } from './load.ts'
 
 /** Reads the whole request body, then calls `then` with its sha256. */
 function readBody(req: IncomingMessage, then: (sha: string, bytes: number) => void): void {
@@ -24,22 +24,11 @@ function readBody(req: IncomingMessage, then: (sha: string, bytes: number) => vo
 }
 
 describe('retry safety', () => {
-  const cleanup: Array<() => Promise<void>> = []
-  const agent = new Agent()
-  after(async () => {
-    for (const c of cleanup.reverse()) await c()
-    await agent.destroy()
-  })
-  async function sidecar(services: Record<string, unknown>): Promise<RunningSidecar> {
-    const s = await startSidecar({ services })
-    cleanup.push(() => s.stop())
-    return s
-  }
-  async function upstream(name: string, handler: (req: IncomingMessage, res: ServerResponse, u: Upstream) => void): Promise<Upstream> {
-    const u = await startUpstream(name, handler)
-    cleanup.push(() => u.close())
-    return u
-  }
+  const scope = new FaultScope()
+  const { agent } = scope
+  after(() => scope.close())
+  const sidecar = (services: Record<string, unknown>): Promise<RunningSidecar> => scope.sidecar(services)
+  const upstream = (name: string, handler: (req: IncomingMessage, res: ServerResponse, u: Upstream) => void): Promise<Upstream> => scope.upstream(name, handler)
 
   /**
    * Upstreams that reset a request (after reading it whole) the first time any of them sees its

@@ -3,14 +3,13 @@
  * each test states exactly which fates the fault may cause. A `hang` (no answer within 15 s) or a
  * client-side error is never allowed: the sidecar must always answer or cut a started response.
  */
-import { after, before, describe, it } from 'node:test'
+import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { Agent } from 'undici'
 import type { RunningSidecar, Upstream } from '../helpers.ts'
-import { send, startSidecar, startUpstream, waitFor } from '../helpers.ts'
-import { Load, report } from './load.ts'
+import { send, waitFor } from '../helpers.ts'
+import { FaultScope, Load, report } from './load.ts'
 
 /** A raw TCP upstream that answers every connection with `answer` (for answers node:http would refuse to send). */
 async function rawUpstream(answer: (socket: net.Socket, n: number) => void): Promise<{ address: string; hits: () => number; close(): Promise<void> }> {
@@ -37,26 +36,11 @@ async function rawUpstream(answer: (socket: net.Socket, n: number) => void): Pro
 }
 
 describe('upstream faults under load', () => {
-  const cleanup: Array<() => Promise<void>> = []
-  let agent: Agent
-  before(() => {
-    agent = new Agent()
-  })
-  after(async () => {
-    for (const c of cleanup.reverse()) await c()
-    await agent.destroy()
-  })
-
-  async function sidecar(services: Record<string, unknown>): Promise<RunningSidecar> {
-    const s = await startSidecar({ services })
-    cleanup.push(() => s.stop())
-    return s
-  }
-  async function upstream(name: string, handler?: (req: IncomingMessage, res: ServerResponse, u: Upstream) => void): Promise<Upstream> {
-    const u = await startUpstream(name, handler)
-    cleanup.push(() => u.close())
-    return u
-  }
+  const scope = new FaultScope()
+  const { agent, cleanup } = scope
+  after(() => scope.close())
+  const sidecar = (services: Record<string, unknown>): Promise<RunningSidecar> => scope.sidecar(services)
+  const upstream = (name: string, handler?: (req: IncomingMessage, res: ServerResponse, u: Upstream) => void): Promise<Upstream> => scope.upstream(name, handler)
 
   it('an upstream killed mid-run fails no GET', async (t) => {
     const ups = [await upstream('a'), await upstream('b'), await upstream('c')]
