@@ -180,3 +180,21 @@ export function stopTogether(child: ChildProcess, cleanup: () => Promise<void>):
     })
   }
 }
+
+/**
+ * The part both registry examples share: runs outrigger beside the registry and the instances,
+ * stops all three together on Ctrl-C, and prints `instructions()` once outrigger routes to every
+ * instance (or says it did not, within 30 s).
+ */
+export async function runBeside(config: string, env: NodeJS.ProcessEnv, admin: string, instances: readonly DemoInstance[], registry: Registry, instructions: () => string[]): Promise<void> {
+  const child = runOutrigger(config, env)
+  stopTogether(child, async () => {
+    await Promise.all(instances.map((i) => i.close()))
+    await registry.stop()
+  })
+  if (await pollUntil(child, 30_000, () => routesTo(admin, 'hello', instances.length))) {
+    process.stderr.write(['', ...instructions(), 'Ctrl-C stops it.', ''].join('\n') + '\n')
+  } else if (child.exitCode === null) {
+    process.stderr.write(`outrigger did not route to all ${instances.length} instances within 30 s; see its log above.\n`)
+  }
+}

@@ -91,6 +91,16 @@ function json(body: string): { cn: string | null; encrypted: boolean } {
   return JSON.parse(body) as { cn: string | null; encrypted: boolean }
 }
 
+/** A client certificate and key copied into a folder of their own, for tests that replace the files. */
+function copyClientCert(from: { cert: string; key: string }): { cert: string; key: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'outrigger-certs-'))
+  const cert = path.join(dir, 'client.pem')
+  const key = path.join(dir, 'client-key.pem')
+  writeFileSync(cert, readFileSync(from.cert))
+  writeFileSync(key, readFileSync(from.key))
+  return { cert, key }
+}
+
 describe('upstream TLS and mTLS', () => {
   let pki: Pki
   let agent: Agent
@@ -157,11 +167,7 @@ describe('upstream TLS and mTLS', () => {
     const u = await upstream(true)
     const first = pki.client('client-1')
     const second = pki.client('client-2')
-    const dir = mkdtempSync(path.join(tmpdir(), 'outrigger-certs-'))
-    const cert = path.join(dir, 'client.pem')
-    const key = path.join(dir, 'client-key.pem')
-    writeFileSync(cert, readFileSync(first.cert))
-    writeFileSync(key, readFileSync(first.key))
+    const { cert, key } = copyClientCert(first)
     const s = await sidecar({ endpoints: [`127.0.0.1:${u.port}`], tls: { ca: pki.ca, cert, key, servername: 'payments.internal' } })
     assert.equal(json((await send(agent, `${s.url}/`, { headers: { host: 'payments' } })).body).cn, 'client-1')
 
@@ -183,11 +189,7 @@ describe('upstream TLS and mTLS', () => {
   it('keeps the old certificate when the new files do not load', async () => {
     const u = await upstream(true)
     const first = pki.client('client-3')
-    const dir = mkdtempSync(path.join(tmpdir(), 'outrigger-certs-'))
-    const cert = path.join(dir, 'client.pem')
-    const key = path.join(dir, 'client-key.pem')
-    writeFileSync(cert, readFileSync(first.cert))
-    writeFileSync(key, readFileSync(first.key))
+    const { cert, key } = copyClientCert(first)
     const s = await sidecar({ endpoints: [`127.0.0.1:${u.port}`], tls: { ca: pki.ca, cert, key, servername: 'payments.internal' } })
     const tlsPolicy = s.sidecar.clusters()[0]!.policies!.tls!
     writeFileSync(cert, 'garbage')

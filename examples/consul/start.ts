@@ -8,7 +8,7 @@
  * package fetched once into .cache/registries/ by integration/registries/fetch.sh.
  */
 import path from 'node:path'
-import { freeAddress, pollUntil, routesTo, runOutrigger, startInstances, startRegistry, stopTogether } from '../demo.ts'
+import { freeAddress, runBeside, startInstances, startRegistry } from '../demo.ts'
 
 const config = path.join(import.meta.dirname, 'outrigger.yaml')
 const listen = process.env.OUTRIGGER_LISTEN ?? (await freeAddress('127.0.0.1:15001'))
@@ -36,32 +36,19 @@ for (const i of instances) {
   if (!res.ok) throw new Error(`registering ${i.name} in Consul: HTTP ${res.status} ${await res.text()}`)
 }
 
-const child = runOutrigger(config, { ...process.env, CONSUL_HTTP_ADDR: consul.url, OUTRIGGER_LISTEN: listen, OUTRIGGER_ADMIN: admin })
-stopTogether(child, async () => {
-  await Promise.all(instances.map((i) => i.close()))
-  await consul.stop()
-})
-
-if (await pollUntil(child, 30_000, () => routesTo(admin, 'hello', instances.length))) {
+await runBeside(config, { ...process.env, CONSUL_HTTP_ADDR: consul.url, OUTRIGGER_LISTEN: listen, OUTRIGGER_ADMIN: admin }, admin, instances, consul, () => {
   const ports = instances.map((i) => i.port).join(', ')
-  process.stderr.write(
-    [
-      '',
-      `Consul is at ${consul.url}, with three "hello" instances registered (127.0.0.1 ports ${ports}),`,
-      `and outrigger follows it: listener ${listen}, admin ${admin}.`,
-      'Try:',
-      `  curl -H 'Host: hello' http://${listen}/        # round-robin over the instances Consul knows: run it three times`,
-      `  curl http://${listen}/hello/world               # path route, prefix stripped`,
-      `  curl http://${admin}/api/services               # endpoints, health, in-flight`,
-      `  curl http://${admin}/metrics                    # Prometheus`,
-      `  curl ${consul.url}/v1/health/service/hello?passing=true   # what outrigger reads`,
-      'Take an instance out of Consul and watch outrigger stop sending to it (no restart, no reload):',
-      `  curl -X PUT ${consul.url}/v1/agent/service/deregister/hello-2`,
-      `  npm run outrigger -- status --admin ${admin}`,
-      'Ctrl-C stops it.',
-      '',
-    ].join('\n') + '\n',
-  )
-} else if (child.exitCode === null) {
-  process.stderr.write(`outrigger did not route to all ${instances.length} instances within 30 s; see its log above.\n`)
-}
+  return [
+    `Consul is at ${consul.url}, with three "hello" instances registered (127.0.0.1 ports ${ports}),`,
+    `and outrigger follows it: listener ${listen}, admin ${admin}.`,
+    'Try:',
+    `  curl -H 'Host: hello' http://${listen}/        # round-robin over the instances Consul knows: run it three times`,
+    `  curl http://${listen}/hello/world               # path route, prefix stripped`,
+    `  curl http://${admin}/api/services               # endpoints, health, in-flight`,
+    `  curl http://${admin}/metrics                    # Prometheus`,
+    `  curl ${consul.url}/v1/health/service/hello?passing=true   # what outrigger reads`,
+    'Take an instance out of Consul and watch outrigger stop sending to it (no restart, no reload):',
+    `  curl -X PUT ${consul.url}/v1/agent/service/deregister/hello-2`,
+    `  npm run outrigger -- status --admin ${admin}`,
+  ]
+})

@@ -8,7 +8,7 @@
  * package fetched once into .cache/registries/ by integration/registries/fetch.sh.
  */
 import path from 'node:path'
-import { freeAddress, pollUntil, routesTo, runOutrigger, startInstances, startRegistry, stopTogether } from '../demo.ts'
+import { freeAddress, runBeside, startInstances, startRegistry } from '../demo.ts'
 
 const config = path.join(import.meta.dirname, 'outrigger.yaml')
 const listen = process.env.OUTRIGGER_LISTEN ?? (await freeAddress('127.0.0.1:15001'))
@@ -30,31 +30,18 @@ for (const [n, i] of instances.entries()) {
   if (!res.ok) throw new Error(`putting ${i.name} in etcd: HTTP ${res.status} ${await res.text()}`)
 }
 
-const child = runOutrigger(config, { ...process.env, ETCD_ENDPOINT: etcd.url, OUTRIGGER_LISTEN: listen, OUTRIGGER_ADMIN: admin })
-stopTogether(child, async () => {
-  await Promise.all(instances.map((i) => i.close()))
-  await etcd.stop()
-})
-
-if (await pollUntil(child, 30_000, () => routesTo(admin, 'hello', instances.length))) {
+await runBeside(config, { ...process.env, ETCD_ENDPOINT: etcd.url, OUTRIGGER_LISTEN: listen, OUTRIGGER_ADMIN: admin }, admin, instances, etcd, () => {
   const ports = instances.map((i) => i.port).join(', ')
-  process.stderr.write(
-    [
-      '',
-      `etcd is at ${etcd.url}, with three "hello" instances under ${PREFIX}hello/ (127.0.0.1 ports ${ports}; weights 1, 1, 2),`,
-      `and outrigger follows it: listener ${listen}, admin ${admin}.`,
-      'Try:',
-      `  for i in 1 2 3 4; do curl -s -H 'Host: hello' http://${listen}/; done   # weighted: hello-3 answers twice`,
-      `  curl http://${listen}/hello/world               # path route, prefix stripped`,
-      `  curl http://${admin}/api/services               # endpoints, weights, health, in-flight`,
-      `  curl http://${admin}/metrics                    # Prometheus`,
-      'Delete an instance\'s key and watch outrigger stop sending to it (no restart, no reload):',
-      `  curl -X POST ${etcd.url}/v3/kv/deleterange -d '{"key":"${b64(`${PREFIX}hello/hello-2`)}"}'   # ${PREFIX}hello/hello-2`,
-      `  npm run outrigger -- status --admin ${admin}`,
-      'Ctrl-C stops it.',
-      '',
-    ].join('\n') + '\n',
-  )
-} else if (child.exitCode === null) {
-  process.stderr.write(`outrigger did not route to all ${instances.length} instances within 30 s; see its log above.\n`)
-}
+  return [
+    `etcd is at ${etcd.url}, with three "hello" instances under ${PREFIX}hello/ (127.0.0.1 ports ${ports}; weights 1, 1, 2),`,
+    `and outrigger follows it: listener ${listen}, admin ${admin}.`,
+    'Try:',
+    `  for i in 1 2 3 4; do curl -s -H 'Host: hello' http://${listen}/; done   # weighted: hello-3 answers twice`,
+    `  curl http://${listen}/hello/world               # path route, prefix stripped`,
+    `  curl http://${admin}/api/services               # endpoints, weights, health, in-flight`,
+    `  curl http://${admin}/metrics                    # Prometheus`,
+    'Delete an instance\'s key and watch outrigger stop sending to it (no restart, no reload):',
+    `  curl -X POST ${etcd.url}/v3/kv/deleterange -d '{"key":"${b64(`${PREFIX}hello/hello-2`)}"}'   # ${PREFIX}hello/hello-2`,
+    `  npm run outrigger -- status --admin ${admin}`,
+  ]
+})
