@@ -49,6 +49,20 @@ function nginxPaths(dir: string, name: string): string {
   return ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${path.join(dir, `${name}-${t}`)};`).join('\n')
 }
 
+/** The start of both nginx configs, up to the inside of `http {`: one process, one worker, files under `dir`. */
+function nginxHead(dir: string, name: string): string {
+  return `daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+error_log ${path.join(dir, `${name}-error.log`)} warn;
+pid ${path.join(dir, `${name}.pid`)};
+events { worker_connections 20000; }
+http {
+  access_log off;
+${nginxPaths(dir, name)}`
+}
+
 /**
  * Three upstreams in one nginx process (one worker, `master_process off`) on CPU `cpu`: `/` answers
  * 20 bytes, `/64k` a 64 KiB file, `/post` reads and drops the body and answers 3 bytes, `/health` ok.
@@ -72,16 +86,7 @@ export async function startUpstreams(tools: Tools, cpu: number): Promise<Upstrea
   const conf = path.join(tools.dir, 'upstreams.conf')
   writeFileSync(
     conf,
-    `daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-error_log ${path.join(tools.dir, 'upstreams-error.log')} warn;
-pid ${path.join(tools.dir, 'upstreams.pid')};
-events { worker_connections 20000; }
-http {
-  access_log off;
-${nginxPaths(tools.dir, 'upstreams')}
+    `${nginxHead(tools.dir, 'upstreams')}
   default_type text/plain;
   keepalive_timeout 300s;
   keepalive_requests 100000000;
@@ -173,16 +178,7 @@ export async function startNginx(tools: Tools, cpu: number, up: Upstreams): Prom
   const conf = path.join(tools.dir, 'nginx-proxy.conf')
   writeFileSync(
     conf,
-    `daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-error_log ${path.join(tools.dir, 'nginx-error.log')} warn;
-pid ${path.join(tools.dir, 'nginx.pid')};
-events { worker_connections 20000; }
-http {
-  access_log off;
-${nginxPaths(tools.dir, 'nginx')}
+    `${nginxHead(tools.dir, 'nginx')}
   keepalive_timeout 300s;
   keepalive_requests 100000000;
   upstream up {
