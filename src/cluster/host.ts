@@ -5,6 +5,7 @@ import { hashString } from '../balancer/hash.ts'
 import type { OutlierState } from '../health/outlier-state.ts'
 import { newOutlierState } from '../health/outlier-state.ts'
 import type { TlsDialer } from '../policies/tls.ts'
+import type { UpstreamPool } from '../proxy/fast/upstream.ts'
 
 /** In-flight requests over all hosts of one cluster: the average that bounded-load hashing needs. */
 export interface ClusterLoad {
@@ -62,6 +63,8 @@ export class Host {
   readonly addedAtMs: number
   /** The connection pool to this host; owned by the cluster, closed when the host leaves. */
   readonly dispatcher: Dispatcher
+  /** The fast lane's connections to this host (src/proxy/fast), made on first use; closed with the host. */
+  fastPool: UpstreamPool | null = null
   /** Max in-flight requests; beyond it the picker passes this host over. */
   readonly maxConcurrent: number
   /**
@@ -106,6 +109,21 @@ export class Host {
   release(): void {
     this.inFlight--
     this.load.inFlight--
+    if (this.inFlight === 0 && this.#whenIdle !== null) {
+      const resolve = this.#whenIdle
+      this.#whenIdle = null
+      resolve()
+    }
+  }
+
+  #whenIdle: (() => void) | null = null
+  #idle: Promise<void> | null = null
+
+  /** Resolves once no request is in flight on this host (by either forwarding path). */
+  whenIdle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve()
+    if (this.#whenIdle === null) this.#idle = new Promise<void>((resolve) => (this.#whenIdle = resolve))
+    return this.#idle!
   }
 
   get routable(): boolean {

@@ -262,6 +262,7 @@ export class ServiceCluster {
     const hosts = [...this.#hosts.values(), ...this.#draining]
     this.#hosts.clear()
     this.#draining.clear()
+    for (const h of hosts) h.fastPool?.destroy()
     await Promise.all(hosts.map((h) => h.dispatcher.destroy().catch(() => undefined)))
   }
 
@@ -269,7 +270,8 @@ export class ServiceCluster {
     host.setFlag(HostFlag.DRAINING, true, 'left the registry')
     this.#draining.add(host)
     this.#observer.onHostLeft?.(this, host)
-    this.#closePool(host).then(
+    // Removed once both paths are done with it: undici's pool closed and no fast-lane request left.
+    Promise.all([this.#closePool(host), host.whenIdle()]).then(
       () => {
         this.#draining.delete(host)
         this.#observer.onHostRemoved?.(this, host)
@@ -278,8 +280,12 @@ export class ServiceCluster {
     )
   }
 
-  /** undici's close() lets queued and running requests finish before the sockets go. */
+  /**
+   * undici's close() lets queued and running requests finish before the sockets go; the fast
+   * lane's pool closes its idle connections now and the others as their requests end.
+   */
   #closePool(host: Host): Promise<void> {
+    host.fastPool?.close()
     return host.dispatcher.close().catch((err: unknown) => {
       this.#logger.debug({ service: this.name, endpoint: host.key, err }, 'pool close failed')
     })

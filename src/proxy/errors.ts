@@ -14,7 +14,7 @@ export const ERROR_STATUS = {
 } as const
 export type ErrorCode = keyof typeof ERROR_STATUS
 
-const REASON: Record<number, string> = {
+export const REASON: Record<number, string> = {
   400: 'Bad Request',
   404: 'Not Found',
   405: 'Method Not Allowed',
@@ -25,7 +25,7 @@ const REASON: Record<number, string> = {
   504: 'Gateway Timeout',
 }
 
-function errorBody(code: string, service: string | null): string {
+export function errorBody(code: string, service: string | null): string {
   return JSON.stringify({ error: code, service })
 }
 

@@ -16,7 +16,7 @@ import type { ResponseTap, ServiceRuntime } from './service-runtime.ts'
 import { ReplayBody } from './replay-body.ts'
 
 /** Methods whose repetition the client has agreed to (RFC 9110 §9.2.2). */
-const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
+export const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
 /** undici error codes that mean the upstream took too long. */
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])

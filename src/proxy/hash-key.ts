@@ -1,4 +1,3 @@
-import type { IncomingMessage } from 'node:http'
 import type { HashKey } from '../config/types.ts'
 
 /**
@@ -6,29 +5,33 @@ import type { HashKey } from '../config/types.ts'
  * or the path. Null when the request does not carry it (then the request is spread by weight).
  * Compiled once per service; called once per request of a consistent-hash service only.
  */
-export type HashKeyReader = (req: IncomingMessage, path: string, clientAddress: string) => string | null
+/** `headers`: node's `req.headers` shape (lower-cased names). */
+export type HashKeyReader = (headers: Readonly<Record<string, string | string[] | undefined>>, path: string, clientAddress: string) => string | null
 
 export function hashKeyReader(key: HashKey): HashKeyReader {
   switch (key.kind) {
     case 'header': {
       const name = key.name
-      return (req) => {
-        const v = req.headers[name]
+      return (headers) => {
+        const v = headers[name]
         return v === undefined ? null : typeof v === 'string' ? v : (v[0] ?? null)
       }
     }
     case 'cookie': {
       const name = key.name
-      return (req) => cookieValue(req.headers.cookie, name)
+      return (headers) => {
+        const v = headers.cookie
+        return cookieValue(typeof v === 'string' ? v : v?.join('; '), name)
+      }
     }
     case 'query': {
       const name = key.name
-      return (_req, path) => queryValue(path, name)
+      return (_headers, path) => queryValue(path, name)
     }
     case 'ip':
-      return (_req, _path, clientAddress) => clientAddress
+      return (_headers, _path, clientAddress) => clientAddress
     case 'path':
-      return (_req, path) => {
+      return (_headers, path) => {
         const q = path.indexOf('?')
         return q === -1 ? path : path.slice(0, q)
       }

@@ -1,4 +1,5 @@
 import http from 'node:http'
+import type net from 'node:net'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
@@ -12,6 +13,13 @@ import { UpgradeExchange } from './upgrade.ts'
 import type { ServiceRuntime } from './service-runtime.ts'
 import type { LimitsConfig } from '../config/types.ts'
 import { hashString } from '../balancer/hash.ts'
+import type { FastRoute, LaneOwner } from './fast/lane.ts'
+import { FastLane } from './fast/lane.ts'
+import type { RequestHead } from './fast/http1.ts'
+
+/** `OUTRIGGER_FAST_LANE=0` sends every connection through node:http and undici (for comparison). */
+const FAST_LANE = process.env.OUTRIGGER_FAST_LANE !== '0'
+const NO_HEADERS: Record<string, string> = Object.freeze({})
 
 /** Where requests arriving on one listener go. */
 export type ListenerTarget = { kind: 'shared'; router: Router<ServiceRuntime> } | { kind: 'dedicated'; service: ServiceRuntime }
@@ -40,7 +48,7 @@ interface Resolved {
  * service, rewrites headers once, and hands it to an Exchange. Never throws on the data path: every
  * failure becomes one of the contract's error answers.
  */
-export class ProxyListener {
+export class ProxyListener implements LaneOwner {
   readonly server: http.Server
   target: ListenerTarget
   readonly #options: ProxyListenerOptions
@@ -48,6 +56,8 @@ export class ProxyListener {
   #active = 0
   #idleWaiters: Array<() => void> = []
   #draining = false
+  #lane: FastLane | null = null
+  #nodeConnection: ((socket: net.Socket) => void) | null = null
 
   constructor(target: ListenerTarget, options: ProxyListenerOptions) {
     this.target = target
@@ -64,6 +74,15 @@ export class ProxyListener {
       // Never lenient: ambiguous framing (Content-Length with Transfer-Encoding...) is a 400, as by default.
       insecureHTTPParser: false,
     })
+    // The fast lane takes each new connection first; node's own connection handler (which sets
+    // up llhttp) gets the ones the lane hands over. See src/proxy/fast/lane.ts.
+    if (FAST_LANE) {
+      const nodeConnection = this.server.listeners('connection')[0] as (socket: net.Socket) => void
+      this.server.removeListener('connection', nodeConnection)
+      this.#nodeConnection = nodeConnection
+      this.#lane = new FastLane(this)
+      this.server.on('connection', this.#lane.accept)
+    }
     this.server.on('request', this.#onRequest)
     this.server.on('upgrade', this.#onUpgrade)
     this.server.on('connect', this.#onConnect)
@@ -94,6 +113,56 @@ export class ProxyListener {
     return this.#active
   }
 
+  // LaneOwner: what the fast lane reads and calls.
+  get accessLog(): Logger | null {
+    return this.#options.accessLog
+  }
+
+  get limits(): LimitsConfig {
+    return this.#options.limits
+  }
+
+  get keepAliveTimeoutMs(): number {
+    return this.#options.keepAliveTimeoutMs
+  }
+
+  get draining(): boolean {
+    return this.#draining
+  }
+
+  requestStarted(): void {
+    this.#active++
+  }
+
+  readonly requestEnded = (): void => {
+    this.#active--
+    if (this.#active === 0 && this.#idleWaiters.length > 0) {
+      const waiters = this.#idleWaiters
+      this.#idleWaiters = []
+      for (const w of waiters) w()
+    }
+  }
+
+  handoff(socket: net.Socket, pending: Buffer | null): void {
+    this.#nodeConnection!.call(this.server, socket)
+    // node's parser reads this socket from now on; what the lane read first goes to it the same way.
+    if (pending !== null && !socket.destroyed) socket.emit('data', pending)
+  }
+
+  resolveFast(head: RequestHead, headers: () => Record<string, string>): FastRoute | null {
+    const target = this.target
+    if (target.kind === 'dedicated') return { service: target.service, path: head.target, requestHeaders: null, responseHeaders: null }
+    const router = target.router
+    const route = router.match(normalizeHost(head.host), head.target, head.method, router.matchesHeaders ? headers() : NO_HEADERS)
+    if (route === null) return null
+    return {
+      service: route.target,
+      path: route.stripPrefix === null ? head.target : stripPathPrefix(head.target, route.stripPrefix),
+      requestHeaders: route.requestHeaders,
+      responseHeaders: route.responseHeaders,
+    }
+  }
+
   /** `reusePort`: bind beside other processes' sockets on the same port (workers; SO_REUSEPORT). */
   listen(host: string, port: number, reusePort = false): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
@@ -118,13 +187,16 @@ export class ProxyListener {
     this.#draining = true
     this.server.close()
     this.server.closeIdleConnections()
+    this.#lane?.drain()
     if (this.#active > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve))
     this.server.closeAllConnections()
+    this.#lane?.closeAll()
   }
 
   /** Closes every connection now (the end of the shutdown timeout). */
   destroy(): void {
     this.server.closeAllConnections()
+    this.#lane?.closeAll()
   }
 
   #resolve(req: IncomingMessage): Resolved | null | 'bad' {
@@ -154,7 +226,7 @@ export class ProxyListener {
     this.#active++
     // node then answers `Connection: close` and closes the connection after this response.
     if (this.#draining) res.shouldKeepAlive = false
-    res.once('close', this.#onResponseClose)
+    res.once('close', this.requestEnded)
     const resolved = this.#resolve(req)
     if (resolved === 'bad') {
       res.writeHead(400, { 'content-type': 'application/json', 'x-outrigger-error': 'bad_request', connection: 'close' })
@@ -180,7 +252,7 @@ export class ProxyListener {
     let hash = -1
     let stickyToken: string | null = null
     if (service.hashKey !== null) {
-      const key = service.hashKey(req, resolved.path, client)
+      const key = service.hashKey(req.headers, resolved.path, client)
       if (key !== null && key !== '') {
         hash = hashString(key)
         if (service.stickyCookie !== null) stickyToken = key
@@ -202,14 +274,6 @@ export class ProxyListener {
     }).start()
   }
 
-  readonly #onResponseClose = (): void => {
-    this.#active--
-    if (this.#active === 0 && this.#idleWaiters.length > 0) {
-      const waiters = this.#idleWaiters
-      this.#idleWaiters = []
-      for (const w of waiters) w()
-    }
-  }
 
   readonly #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const resolved = this.#resolve(req)
@@ -231,7 +295,7 @@ export class ProxyListener {
     const client = clientIp(req.socket.remoteAddress)
     const { headers } = upstreamRequestHeaders(req.rawHeaders, client, 'http', resolved.hostOverride)
     if (resolved.route !== null && resolved.route.requestHeaders !== null) applyHeaderRewrite(headers, resolved.route.requestHeaders)
-    const key = resolved.service.hashKey?.(req, resolved.path, client) ?? null
+    const key = resolved.service.hashKey?.(req.headers, resolved.path, client) ?? null
     const hash = key === null || key === '' ? -1 : hashString(key)
     const stickyToken = resolved.service.stickyCookie !== null && hash !== -1 ? key : null
     new UpgradeExchange(req, socket, head, resolved.service, resolved.path, headers, hash, stickyToken).start()

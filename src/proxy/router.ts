@@ -71,7 +71,11 @@ export class Router<T> {
     // Array.prototype.sort is stable: config order survives among equal prefix lengths.
     routes.sort((a, b) => (b.pathPrefix?.length ?? 0) - (a.pathPrefix?.length ?? 0))
     this.#routes = routes
+    this.matchesHeaders = routes.some((r) => r.headers !== null)
   }
+
+  /** Some route matches on headers (else `match` never reads them). */
+  readonly matchesHeaders: boolean
 
   get routes(): readonly Route<T>[] {
     return this.#routes

@@ -1,0 +1,389 @@
+/**
+ * The fast lane (src/proxy/fast/) on the wire: what a raw-socket proxy must get right that a
+ * node:http one gets for free. Pipelining, a connection handed to node:http mid-stream, response
+ * framings (chunked with trailers, close-delimited, HEAD, 204, 1xx), a reused upstream connection
+ * the upstream closed, slowloris and oversized heads, client aborts. Real node:http and raw TCP
+ * upstreams on loopback; raw client sockets where a polite client would hide the bytes.
+ */
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import net from 'node:net'
+import { Agent, request } from 'undici'
+import type { RunningSidecar, Upstream } from './helpers.ts'
+import { closedPort, startSidecar, startUpstream, waitFor } from './helpers.ts'
+
+/** A raw client connection that collects what the proxy sends. */
+class RawClient {
+  readonly socket: net.Socket
+  text = ''
+  closed = false
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket
+    socket.on('data', (c: Buffer) => (this.text += c.toString('latin1')))
+    socket.on('close', () => (this.closed = true))
+    socket.on('error', () => undefined)
+  }
+
+  static connect(port: number): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1')
+      socket.once('connect', () => resolve(new RawClient(socket)))
+      socket.once('error', reject)
+    })
+  }
+
+  send(data: string | Buffer): void {
+    this.socket.write(data)
+  }
+
+  /** Waits until `n` complete responses (status line to end of a Content-Length body) arrived. */
+  async responses(n: number, timeoutMs = 10_000): Promise<Array<{ status: number; head: string; body: string }>> {
+    let parsed: Array<{ status: number; head: string; body: string }> = []
+    await waitFor(`${n} responses (got: ${JSON.stringify(this.text.slice(0, 400))})`, () => {
+      parsed = parseResponses(this.text)
+      return parsed.length >= n
+    }, timeoutMs)
+    return parsed
+  }
+
+  close(): void {
+    this.socket.destroy()
+  }
+}
+
+/** Splits Content-Length-framed responses; stops at the first incomplete one. */
+function parseResponses(text: string): Array<{ status: number; head: string; body: string }> {
+  const out: Array<{ status: number; head: string; body: string }> = []
+  let pos = 0
+  for (;;) {
+    const end = text.indexOf('\r\n\r\n', pos)
+    if (end === -1) return out
+    const head = text.slice(pos, end)
+    const status = Number(head.slice(9, 12))
+    const m = /\r\ncontent-length: *(\d+)/i.exec(head)
+    const length = m === null ? 0 : Number(m[1])
+    if (text.length < end + 4 + length) return out
+    out.push({ status, head, body: text.slice(end + 4, end + 4 + length) })
+    pos = end + 4 + length
+  }
+}
+
+function portOf(url: string): number {
+  return Number(new URL(url).port)
+}
+
+/** A raw TCP upstream that answers each connection with `respond`. */
+async function rawUpstream(respond: (socket: net.Socket, request: string) => void): Promise<{ address: string; connections: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>()
+  const state = { connections: 0 }
+  const server = net.createServer((socket) => {
+    state.connections++
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => undefined)
+    let buffered = ''
+    socket.on('data', (c: Buffer) => {
+      buffered += c.toString('latin1')
+      const end = buffered.indexOf('\r\n\r\n')
+      if (end === -1) return
+      const req = buffered.slice(0, end + 4)
+      buffered = buffered.slice(end + 4)
+      respond(socket, req)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  return {
+    address: `127.0.0.1:${port}`,
+    get connections() {
+      return state.connections
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+describe('the fast lane on the wire', () => {
+  let up: Upstream
+  let sc: RunningSidecar
+  let port: number
+  let agent: Agent
+
+  before(async () => {
+    up = await startUpstream('a', (req, res) => {
+      const chunks: Buffer[] = []
+      req.on('data', (c: Buffer) => chunks.push(c))
+      req.on('end', () => {
+        const url = req.url ?? '/'
+        if (url === '/chunked') {
+          res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-sum' })
+          res.write('hello ')
+          res.write('world')
+          res.addTrailers({ 'x-sum': '11' })
+          res.end()
+          return
+        }
+        if (url === '/204') {
+          res.writeHead(204)
+          res.end()
+          return
+        }
+        if (url === '/hints') {
+          res.writeEarlyHints({ link: '</style.css>; rel=preload' })
+        }
+        if (url === '/slow-stream') {
+          res.writeHead(200, { 'content-type': 'text/plain' })
+          res.write('first ')
+          return // never ends: the client gives up
+        }
+        const body = JSON.stringify({ method: req.method, url, te: req.headers['transfer-encoding'] ?? null, bodyLength: Buffer.concat(chunks).length })
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+        res.end(req.method === 'HEAD' ? undefined : body)
+      })
+    })
+    sc = await startSidecar({
+      services: { api: { source: 'static', endpoints: [up.address], retry: { attempts: 1 } } },
+      limits: { headersTimeout: '600ms', requestTimeout: '2s', maxHeaderSize: '4KiB' },
+    })
+    port = portOf(sc.url)
+    agent = new Agent()
+  })
+  after(async () => {
+    await agent.close()
+    await sc.stop()
+    await up.close()
+  })
+
+  it('answers pipelined requests in order on one connection, a POST body between them', async () => {
+    const c = await RawClient.connect(port)
+    try {
+      c.send('GET /one HTTP/1.1\r\nHost: api\r\n\r\nPOST /two HTTP/1.1\r\nHost: api\r\nContent-Length: 5\r\n\r\nhelloGET /three HTTP/1.1\r\nHost: api\r\n\r\n')
+      const rs = await c.responses(3)
+      assert.deepEqual(rs.map((r) => r.status), [200, 200, 200])
+      assert.deepEqual(rs.map((r) => JSON.parse(r.body) as { url: string; bodyLength: number }).map((b) => [b.url, b.bodyLength]), [['/one', 0], ['/two', 5], ['/three', 0]])
+    } finally {
+      c.close()
+    }
+  })
+
+  it('streams a request body that arrives in pieces after its head', async () => {
+    const c = await RawClient.connect(port)
+    try {
+      c.send('PUT /pieces HTTP/1.1\r\nHost: api\r\nContent-Length: 10\r\n\r\nabc')
+      await new Promise((r) => setImmediate(r))
+      c.send('defg')
+      await new Promise((r) => setImmediate(r))
+      c.send('hijGET /after HTTP/1.1\r\nHost: api\r\n\r\n')
+      const rs = await c.responses(2)
+      assert.deepEqual(rs.map((r) => (JSON.parse(r.body) as { bodyLength: number }).bodyLength), [10, 0])
+    } finally {
+      c.close()
+    }
+  })
+
+  it('hands a connection to node:http mid-stream for a chunked request body, and both answers are right', async () => {
+    const c = await RawClient.connect(port)
+    try {
+      c.send('GET /fast HTTP/1.1\r\nHost: api\r\n\r\n')
+      await c.responses(1)
+      c.send('POST /chunked-body HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n')
+      const rs = await c.responses(2)
+      const second = JSON.parse(rs[1]!.body) as { url: string; bodyLength: number; te: string | null }
+      assert.equal(rs[1]!.status, 200)
+      assert.equal(second.url, '/chunked-body')
+      assert.equal(second.bodyLength, 5)
+      // And the connection keeps working on node's side.
+      c.send('GET /again HTTP/1.1\r\nHost: api\r\n\r\n')
+      const again = await c.responses(3)
+      assert.equal((JSON.parse(again[2]!.body) as { url: string }).url, '/again')
+    } finally {
+      c.close()
+    }
+  })
+
+  it('leaves HTTP/1.0, absolute-form and Expect requests to node:http, which answers them', async () => {
+    for (const head of ['GET /ten HTTP/1.0\r\nHost: api\r\n\r\n', 'GET http://api/abs HTTP/1.1\r\nHost: whatever\r\n\r\n', 'POST /expect HTTP/1.1\r\nHost: api\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi']) {
+      const c = await RawClient.connect(port)
+      try {
+        c.send(head)
+        await waitFor(`an answer to ${JSON.stringify(head)}`, () => /HTTP\/1\.1 200[^]*\r\n\r\n\{[^}]*\}/.test(c.text))
+      } finally {
+        c.close()
+      }
+    }
+  })
+
+  it('passes a chunked response with its trailer through, and keeps the connection', async () => {
+    const res = await request(`${sc.url}/chunked`, { dispatcher: agent, headers: { host: 'api' } })
+    assert.equal(res.statusCode, 200)
+    assert.equal(await res.body.text(), 'hello world')
+    assert.equal(res.trailers['x-sum'], '11')
+    const next = await request(`${sc.url}/x`, { dispatcher: agent, headers: { host: 'api' } })
+    assert.equal(next.statusCode, 200)
+    await next.body.text()
+  })
+
+  it('answers HEAD and 204 without a body and keeps the connection in step', async () => {
+    const c = await RawClient.connect(port)
+    try {
+      c.send('HEAD /h HTTP/1.1\r\nHost: api\r\n\r\nGET /204 HTTP/1.1\r\nHost: api\r\n\r\nGET /last HTTP/1.1\r\nHost: api\r\n\r\n')
+      await waitFor('three answers', () => c.text.split('HTTP/1.1 ').length - 1 === 3 && c.text.endsWith('}'))
+      const heads = c.text.split('HTTP/1.1 ').slice(1)
+      assert.match(heads[0]!, /^200/)
+      assert.match(heads[0]!, /content-length: \d+/i, 'HEAD keeps the length of the body it does not send')
+      assert.match(heads[1]!, /^204/)
+      assert.match(heads[2]!, /^200[^]*"url":"\/last"/)
+    } finally {
+      c.close()
+    }
+  })
+
+  it('forwards 103 Early Hints before the response', async () => {
+    const c = await RawClient.connect(port)
+    try {
+      c.send('GET /hints HTTP/1.1\r\nHost: api\r\n\r\n')
+      await waitFor('the final response', () => c.text.includes('"url":"/hints"'))
+      assert.match(c.text, /^HTTP\/1\.1 103 Early Hints\r\n[^]*link: <\/style\.css>; rel=preload[^]*HTTP\/1\.1 200 /i)
+    } finally {
+      c.close()
+    }
+  })
+
+  it('answers 408 to a head that does not finish within headersTimeout', async () => {
+    const c = await RawClient.connect(port)
+    try {
+      c.send('GET /slow HTTP/1.1\r\nHost: ap')
+      await waitFor('408 and a closed connection', () => c.closed, 10_000)
+      assert.match(c.text, /^HTTP\/1\.1 408 /)
+    } finally {
+      c.close()
+    }
+  })
+
+  it('leaves an oversized head to node:http: 431', async () => {
+    const c = await RawClient.connect(port)
+    try {
+      c.send(`GET / HTTP/1.1\r\nHost: api\r\nx-big: ${'a'.repeat(5000)}\r\n\r\n`)
+      await waitFor('431', () => c.text.startsWith('HTTP/1.1 431'))
+    } finally {
+      c.close()
+    }
+  })
+
+  it('closes after the response when the client says Connection: close', async () => {
+    const c = await RawClient.connect(port)
+    try {
+      c.send('GET /bye HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n')
+      await waitFor('the connection closed', () => c.closed)
+      const [r] = parseResponses(c.text)
+      assert.equal(r!.status, 200)
+      assert.match(r!.head, /\r\nconnection: close/i)
+    } finally {
+      c.close()
+    }
+  })
+
+  it('answers 404 no_route itself and 400 for garbage through node:http', async () => {
+    const c = await RawClient.connect(port)
+    try {
+      c.send('GET / HTTP/1.1\r\nHost: nobody\r\n\r\n')
+      const [r] = await c.responses(1)
+      assert.equal(r!.status, 404)
+      assert.match(r!.head, /x-outrigger-error: no_route/)
+      assert.deepEqual(JSON.parse(r!.body), { error: 'no_route', service: null })
+      c.send('GET / HTTP/1.1\r\nHost: api\r\nbad header\r\n\r\n')
+      await waitFor('400', () => c.text.includes('HTTP/1.1 400'))
+    } finally {
+      c.close()
+    }
+  })
+
+  it('a client that leaves mid-response frees the request: counted 499, in-flight back to 0', async () => {
+    const c = await RawClient.connect(port)
+    c.send('GET /slow-stream HTTP/1.1\r\nHost: api\r\n\r\n')
+    await waitFor('the first bytes', () => c.text.includes('first'))
+    c.close()
+    await waitFor('the 499 in the metrics', async () => {
+      const text = await (await fetch(`${sc.adminUrl}/metrics`)).text()
+      return /outrigger_requests_total\{service="api",code="499"\} 1\b/.test(text) && /outrigger_in_flight_requests\{service="api"\} 0\b/.test(text)
+    })
+  })
+})
+
+describe('the fast lane against upstreams that misbehave', () => {
+  const cleanup: Array<() => Promise<void>> = []
+  after(async () => {
+    for (const c of cleanup.reverse()) await c()
+  })
+
+  it('delimits a response without length by the upstream closing, and says connection: close', async () => {
+    const up = await rawUpstream((socket) => socket.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it until the end'))
+    const sc = await startSidecar({ services: { raw: { source: 'static', endpoints: [up.address] } } })
+    cleanup.push(() => up.close(), () => sc.stop())
+    const c = await RawClient.connect(portOf(sc.url))
+    try {
+      c.send('GET / HTTP/1.1\r\nHost: raw\r\n\r\n')
+      await waitFor('the client connection closed', () => c.closed)
+      assert.match(c.text, /^HTTP\/1\.1 200 OK\r\n/)
+      assert.match(c.text, /\r\nconnection: close\r\n/i)
+      assert.ok(c.text.endsWith('\r\n\r\nall of it until the end'), c.text)
+    } finally {
+      c.close()
+    }
+  })
+
+  it('retries a GET whose reused upstream connection was closed, and every request succeeds', async () => {
+    // Answers with keep-alive implied, then closes each connection just after: the next request
+    // may find it dead. GETs are retried (idempotent, nothing was answered).
+    const up = await rawUpstream((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok')
+      setImmediate(() => socket.destroy())
+    })
+    const sc = await startSidecar({ services: { flaky: { source: 'static', endpoints: [up.address], retry: { attempts: 2 } } } })
+    cleanup.push(() => up.close(), () => sc.stop())
+    const agent = new Agent()
+    cleanup.push(() => agent.close())
+    for (let i = 0; i < 50; i++) {
+      const res = await request(`${sc.url}/`, { dispatcher: agent, headers: { host: 'flaky' } })
+      assert.equal(res.statusCode, 200, `request ${i}`)
+      assert.equal(await res.body.text(), 'ok')
+    }
+    assert.ok(up.connections >= 50, `each request had a fresh upstream connection (${up.connections})`)
+  })
+
+  it('answers 502 upstream_reset to a malformed response, without retrying a POST', async () => {
+    const up = await rawUpstream((socket) => socket.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\nok'))
+    const sc = await startSidecar({ services: { bad: { source: 'static', endpoints: [up.address], retry: { attempts: 2 } } } })
+    cleanup.push(() => up.close(), () => sc.stop())
+    const c = await RawClient.connect(portOf(sc.url))
+    try {
+      c.send('POST / HTTP/1.1\r\nHost: bad\r\nContent-Length: 2\r\n\r\nhi')
+      const [r] = await c.responses(1)
+      assert.equal(r!.status, 502)
+      assert.match(r!.head, /x-outrigger-error: upstream_reset/)
+      assert.equal(up.connections, 1, 'a POST is not repeated')
+    } finally {
+      c.close()
+    }
+  })
+
+  it('moves a request off an endpoint that refuses connections, whatever the method', async () => {
+    const good = await startUpstream('good')
+    const dead = await closedPort()
+    const sc = await startSidecar({ services: { mixed: { source: 'static', endpoints: [`127.0.0.1:${dead}`, good.address], retry: { attempts: 1 } } } })
+    cleanup.push(() => good.close(), () => sc.stop())
+    const c = await RawClient.connect(portOf(sc.url))
+    try {
+      for (let i = 0; i < 4; i++) c.send('POST /p HTTP/1.1\r\nHost: mixed\r\nContent-Length: 3\r\n\r\nabc')
+      const rs = await c.responses(4)
+      assert.deepEqual(rs.map((r) => r.status), [200, 200, 200, 200])
+      assert.ok(rs.every((r) => (JSON.parse(r.body) as { bodyLength: number }).bodyLength === 3))
+    } finally {
+      c.close()
+    }
+  })
+})

@@ -1,0 +1,371 @@
+/**
+ * The HTTP/1.1 message heads the fast lane (lane.ts) understands, and nothing more.
+ *
+ * The request parser is deliberately narrow: it accepts only heads whose meaning no two parsers
+ * could disagree on (origin-form target, HTTP/1.1, token header names, CRLF line ends, no obs-fold,
+ * no control characters, at most one Content-Length of plain digits, no Transfer-Encoding, no
+ * Upgrade, no Expect). Anything else returns null and the connection goes to node's llhttp, which
+ * answers it exactly as before (400, 431, a chunked body, a WebSocket...). So the fast lane never
+ * rejects a request itself and never frames a body differently from llhttp: request smuggling
+ * needs two parsers to disagree, and every head this one takes is one llhttp reads the same way
+ * (test/proxy/fast-http1.test.ts checks that against node's own parser).
+ */
+
+/** `tchar` of RFC 9110 §5.6.2: 1 for bytes allowed in a header name or method. */
+const TCHAR = new Uint8Array(256)
+for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1
+for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1
+for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1
+for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1
+
+/** 1 for bytes allowed in a field value: HTAB, visible ASCII, SP and obs-text (RFC 9110 §5.5). */
+const VCHAR = new Uint8Array(256)
+VCHAR[0x09] = 1
+for (let c = 0x20; c <= 0x7e; c++) VCHAR[c] = 1
+for (let c = 0x80; c <= 0xff; c++) VCHAR[c] = 1
+
+/** Methods the fast lane forwards; others (CONNECT, WebDAV's...) go to node. */
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE'])
+
+/** Where a head ends: the first CRLFCRLF. */
+export const HEAD_END = Buffer.from('\r\n\r\n', 'latin1')
+
+export interface RequestHead {
+  readonly method: string
+  /** The origin-form request target (path and query), as sent. */
+  readonly target: string
+  /** `[name, value, name, value, ...]` as sent (values trimmed of surrounding whitespace). */
+  readonly headers: string[]
+  /** The Content-Length, or 0 when there is none. */
+  readonly contentLength: number
+  /** The Host header's value, '' when there is none. */
+  readonly host: string
+  /** The client asked to close the connection after this exchange (`Connection: close`). */
+  readonly close: boolean
+}
+
+/**
+ * Parses a request head: `text` is the head as latin1, up to and including the blank line's CRLF.
+ * Returns null for anything outside the narrow subset described above.
+ */
+export function parseRequestHead(text: string): RequestHead | null {
+  const lineEnd = text.indexOf('\r\n')
+  if (lineEnd === -1) return null
+  const sp1 = text.indexOf(' ')
+  if (sp1 <= 0 || sp1 > lineEnd) return null
+  const method = text.slice(0, sp1)
+  if (!METHODS.has(method)) return null
+  const sp2 = text.indexOf(' ', sp1 + 1)
+  if (sp2 === -1 || sp2 > lineEnd || lineEnd - sp2 !== 9 || !text.startsWith('HTTP/1.1', sp2 + 1)) return null
+  if (text.charCodeAt(sp1 + 1) !== 47 /* '/' */) return null
+  for (let i = sp1 + 1; i < sp2; i++) {
+    const c = text.charCodeAt(i)
+    if (c <= 0x20 || c >= 0x7f) return null
+  }
+  const target = text.slice(sp1 + 1, sp2)
+  const headers: string[] = []
+  let contentLength = -1
+  let host: string | null = null
+  let close = false
+  const end = text.length - 2
+  let pos = lineEnd + 2
+  while (pos < end) {
+    const eol = text.indexOf('\r\n', pos)
+    if (eol === -1 || eol > end) return null
+    const colon = text.indexOf(':', pos)
+    if (colon <= pos || colon > eol) return null
+    for (let i = pos; i < colon; i++) if (TCHAR[text.charCodeAt(i)] !== 1) return null
+    let vs = colon + 1
+    let ve = eol
+    while (vs < ve && (text.charCodeAt(vs) === 32 || text.charCodeAt(vs) === 9)) vs++
+    while (ve > vs && (text.charCodeAt(ve - 1) === 32 || text.charCodeAt(ve - 1) === 9)) ve--
+    for (let i = vs; i < ve; i++) if (VCHAR[text.charCodeAt(i)] !== 1) return null
+    const name = text.slice(pos, colon)
+    const value = text.slice(vs, ve)
+    pos = eol + 2
+    // Only names of these lengths matter here: 4 host, 6 expect, 7 upgrade, 10 connection,
+    // 14 content-length, 17 transfer-encoding.
+    switch (name.length) {
+      case 4:
+        if (name.toLowerCase() === 'host') {
+          if (host !== null) return null
+          host = value
+        }
+        break
+      case 6:
+        if (name.toLowerCase() === 'expect') return null
+        break
+      case 7:
+        if (name.toLowerCase() === 'upgrade') return null
+        break
+      case 10:
+      case 16: // node's parser reads Proxy-Connection as Connection
+        if (name.length === 10 ? name.toLowerCase() === 'connection' : name.toLowerCase() === 'proxy-connection') {
+          const tokens = value.toLowerCase()
+          if (tokens.includes('upgrade')) return null
+          if (tokens.includes('close')) close = true
+        }
+        break
+      case 14:
+        if (name.toLowerCase() === 'content-length') {
+          if (contentLength !== -1 || value.length === 0 || value.length > 15) return null
+          for (let i = 0; i < value.length; i++) {
+            const c = value.charCodeAt(i)
+            if (c < 48 || c > 57) return null
+          }
+          contentLength = Number(value)
+        }
+        break
+      case 17:
+        if (name.toLowerCase() === 'transfer-encoding') return null
+        break
+    }
+    headers.push(name, value)
+  }
+  // node:http answers 400 to an HTTP/1.1 request without Host (requireHostHeader); so does it here.
+  if (host === null) return null
+  return { method, target, headers, contentLength: contentLength === -1 ? 0 : contentLength, host, close }
+}
+
+/** How a response body is delimited (RFC 9112 §6.3). */
+export const Framing = {
+  /** No body (HEAD, 1xx, 204, 304, or Content-Length: 0). */
+  NONE: 0,
+  LENGTH: 1,
+  CHUNKED: 2,
+  /** Until the upstream closes the connection. */
+  CLOSE: 3,
+} as const
+export type Framing = (typeof Framing)[keyof typeof Framing]
+
+export interface ResponseHead {
+  readonly status: number
+  /** `HTTP/1.1 200 OK`: the status line, with the version the proxy speaks. */
+  readonly statusLine: string
+  /** `[name, value, ...]` as sent. */
+  readonly headers: string[]
+  readonly framing: Framing
+  /** Body bytes for Framing.LENGTH. */
+  readonly contentLength: number
+  /** The upstream will close, or must be closed, after this response. */
+  readonly close: boolean
+  /** The upstream's `Keep-Alive: timeout=N` in ms, or -1 when it gave none. */
+  readonly keepAliveMs: number
+}
+
+/**
+ * Parses an upstream's response head (`text` as in parseRequestHead); null when it is malformed,
+ * which the lane treats as a reset connection. `bodiless` is true for a response to HEAD.
+ */
+export function parseResponseHead(text: string, bodiless: boolean): ResponseHead | null {
+  const lineEnd = text.indexOf('\r\n')
+  if (lineEnd < 12 || !text.startsWith('HTTP/1.')) return null
+  const minor = text.charCodeAt(7)
+  if ((minor !== 49 && minor !== 48) || text.charCodeAt(8) !== 32) return null
+  const d0 = text.charCodeAt(9) - 48
+  const d1 = text.charCodeAt(10) - 48
+  const d2 = text.charCodeAt(11) - 48
+  if (d0 < 1 || d0 > 5 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) return null
+  if (lineEnd > 12 && text.charCodeAt(12) !== 32) return null
+  for (let i = 13; i < lineEnd; i++) if (VCHAR[text.charCodeAt(i)] !== 1) return null
+  const status = d0 * 100 + d1 * 10 + d2
+  const headers: string[] = []
+  let contentLength = -1
+  let chunked = false
+  let transferEncoding = false
+  let close = minor === 48
+  let keepAliveMs = -1
+  const end = text.length - 2
+  let pos = lineEnd + 2
+  while (pos < end) {
+    const eol = text.indexOf('\r\n', pos)
+    if (eol === -1 || eol > end) return null
+    const colon = text.indexOf(':', pos)
+    if (colon <= pos || colon > eol) return null
+    for (let i = pos; i < colon; i++) if (TCHAR[text.charCodeAt(i)] !== 1) return null
+    let vs = colon + 1
+    let ve = eol
+    while (vs < ve && (text.charCodeAt(vs) === 32 || text.charCodeAt(vs) === 9)) vs++
+    while (ve > vs && (text.charCodeAt(ve - 1) === 32 || text.charCodeAt(ve - 1) === 9)) ve--
+    for (let i = vs; i < ve; i++) if (VCHAR[text.charCodeAt(i)] !== 1) return null
+    const name = text.slice(pos, colon)
+    const value = text.slice(vs, ve)
+    pos = eol + 2
+    switch (name.length) {
+      case 16:
+        if (name.toLowerCase() === 'proxy-connection' && value.toLowerCase().includes('close')) close = true
+        break
+      case 10:
+        if (name.toLowerCase() === 'connection') {
+          const tokens = value.toLowerCase()
+          if (tokens.includes('close')) close = true
+          else if (minor === 48 && tokens.includes('keep-alive')) close = false
+        } else if (name.toLowerCase() === 'keep-alive') {
+          const m = /timeout\s*=\s*(\d+)/i.exec(value)
+          if (m !== null) keepAliveMs = Number(m[1]) * 1000
+        }
+        break
+      case 14:
+        if (name.toLowerCase() === 'content-length') {
+          if (value.length === 0 || value.length > 15) return null
+          for (let i = 0; i < value.length; i++) {
+            const c = value.charCodeAt(i)
+            if (c < 48 || c > 57) return null
+          }
+          // Even a repeated equal one: node's client refuses it, so a client behind us would too.
+          if (contentLength !== -1) return null
+          contentLength = Number(value)
+        }
+        break
+      case 17:
+        if (name.toLowerCase() === 'transfer-encoding') {
+          transferEncoding = true
+          // Chunked must be the last coding; anything else is delimited by the connection's close.
+          chunked = /(?:^|,)\s*chunked\s*$/i.test(value)
+        }
+        break
+    }
+    headers.push(name, value)
+  }
+  // Both Content-Length and Transfer-Encoding: ambiguous framing, refused like llhttp does.
+  if (transferEncoding && contentLength !== -1) return null
+  const statusLine = `HTTP/1.1${text.slice(8, lineEnd)}`
+  let framing: Framing
+  if (bodiless || status < 200 || status === 204 || status === 304) framing = Framing.NONE
+  else if (transferEncoding) framing = chunked ? Framing.CHUNKED : Framing.CLOSE
+  else if (contentLength === 0) framing = Framing.NONE
+  else if (contentLength > 0) framing = Framing.LENGTH
+  else framing = Framing.CLOSE
+  if (framing === Framing.CLOSE) close = true
+  return { status, statusLine, headers, framing, contentLength: contentLength === -1 ? 0 : contentLength, close, keepAliveMs }
+}
+
+// Chunked-body scanner states.
+const SIZE = 0
+const SIZE_AFTER = 1 // after the digits: `;` extensions until CR
+const SIZE_LF = 2
+const DATA = 3
+const DATA_CR = 4
+const DATA_LF = 5
+const TRAILER_START = 6 // after the last chunk: CRLF ends the body, anything else is a trailer line
+const TRAILER_LINE = 7
+const TRAILER_LF = 8
+const END_LF = 9
+
+/** Returned by ChunkedScanner.scan for a malformed body. */
+export const CHUNKED_ERROR = -2
+
+/**
+ * Finds where a chunked body ends without decoding it: the lane forwards the bytes as they are
+ * (chunk framing, extensions and trailers pass through to the client unchanged).
+ */
+export class ChunkedScanner {
+  #state = SIZE
+  #size = 0
+  #digits = 0
+  #remaining = 0
+  /** Inside a chunk extension; in a trailer line, past its colon. */
+  #ext = false
+  #quoted = false
+
+  reset(): void {
+    this.#ext = false
+    this.#quoted = false
+    this.#state = SIZE
+    this.#size = 0
+    this.#digits = 0
+    this.#remaining = 0
+  }
+
+  /**
+   * Scans `buf[start, end)`. Returns the offset just past the body's last byte when the body ends
+   * in this range, -1 when it continues past `end`, or CHUNKED_ERROR.
+   */
+  scan(buf: Uint8Array, start: number, end: number): number {
+    let i = start
+    while (i < end) {
+      switch (this.#state) {
+        case DATA: {
+          const take = Math.min(this.#remaining, end - i)
+          i += take
+          this.#remaining -= take
+          if (this.#remaining === 0) this.#state = DATA_CR
+          continue
+        }
+        case SIZE: {
+          const c = buf[i]!
+          const v = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1
+          if (v !== -1) {
+            if (++this.#digits > 12) return CHUNKED_ERROR
+            this.#size = this.#size * 16 + v
+          } else {
+            if (this.#digits === 0) return CHUNKED_ERROR
+            this.#state = SIZE_AFTER
+            continue // look at this byte again
+          }
+          break
+        }
+        case SIZE_AFTER: {
+          // Only what llhttp takes: CR right after the digits, or `;name=value` extensions of
+          // tokens and quoted strings (no whitespace), so the client's parser reads the same.
+          const c = buf[i]!
+          if (this.#quoted) {
+            if (c === 34 /* " */) this.#quoted = false
+            else if (VCHAR[c] !== 1) return CHUNKED_ERROR
+          } else if (c === 13) this.#state = SIZE_LF
+          else if (c === 59 /* ; */) this.#ext = true
+          else if (!this.#ext) return CHUNKED_ERROR
+          else if (c === 34) this.#quoted = true
+          else if (TCHAR[c] !== 1 && c !== 61 /* = */) return CHUNKED_ERROR
+          break
+        }
+        case SIZE_LF:
+          if (buf[i] !== 10) return CHUNKED_ERROR
+          if (this.#size === 0) {
+            this.#state = TRAILER_START
+          } else {
+            this.#remaining = this.#size
+            this.#state = DATA
+          }
+          this.#size = 0
+          this.#digits = 0
+          this.#ext = false
+          break
+        case DATA_CR:
+          if (buf[i] !== 13) return CHUNKED_ERROR
+          this.#state = DATA_LF
+          break
+        case DATA_LF:
+          if (buf[i] !== 10) return CHUNKED_ERROR
+          this.#state = SIZE
+          break
+        case TRAILER_START:
+          if (buf[i] === 13) this.#state = END_LF
+          else if (TCHAR[buf[i]!] === 1) this.#state = TRAILER_LINE
+          else return CHUNKED_ERROR
+          break
+        case TRAILER_LINE: {
+          // `name: value`: a token, a colon, then field-value bytes.
+          const c = buf[i]!
+          if (this.#ext) {
+            if (c === 13) this.#state = TRAILER_LF
+            else if (VCHAR[c] !== 1) return CHUNKED_ERROR
+          } else if (c === 58 /* : */) this.#ext = true
+          else if (TCHAR[c] !== 1) return CHUNKED_ERROR
+          break
+        }
+        case TRAILER_LF:
+          if (buf[i] !== 10) return CHUNKED_ERROR
+          this.#ext = false
+          this.#state = TRAILER_START
+          break
+        case END_LF:
+          if (buf[i] !== 10) return CHUNKED_ERROR
+          this.reset()
+          return i + 1
+      }
+      i++
+    }
+    return -1
+  }
+}

@@ -1,0 +1,855 @@
+import http from 'node:http'
+import type net from 'node:net'
+import type { Logger } from 'pino'
+import type { Host } from '../../cluster/host.ts'
+import type { PickContext } from '../../balancer/types.ts'
+import type { AttemptOutcome } from '../../observability/metrics.ts'
+import { statusClass } from '../../observability/metrics.ts'
+import type { LimitsConfig } from '../../config/types.ts'
+import type { ErrorCode } from '../errors.ts'
+import { ERROR_STATUS, errorBody, REASON } from '../errors.ts'
+import { downstreamResponseHeaders, upstreamRequestHeaders } from '../headers.ts'
+import type { CompiledHeaderRewrite } from '../header-rewrite.ts'
+import { applyHeaderRewrite } from '../header-rewrite.ts'
+import type { ServiceRuntime } from '../service-runtime.ts'
+import type { AttemptRecord } from '../forwarder.ts'
+import { IDEMPOTENT_METHODS } from '../forwarder.ts'
+import { hashString } from '../../balancer/hash.ts'
+import type { RequestHead, ResponseHead } from './http1.ts'
+import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead } from './http1.ts'
+import type { UpstreamConn, UpstreamUser } from './upstream.ts'
+import { UpstreamPool } from './upstream.ts'
+
+/** Where a request goes, as the listener resolves it (see ProxyListener.resolveFast). */
+export interface FastRoute {
+  service: ServiceRuntime
+  /** Path and query to send upstream. */
+  path: string
+  requestHeaders: CompiledHeaderRewrite | null
+  responseHeaders: CompiledHeaderRewrite | null
+}
+
+/** What the lane needs from the listener that owns it. */
+export interface LaneOwner {
+  /** Routes a parsed head; null for no route. `headers` builds node's header map, only when asked. */
+  resolveFast(head: RequestHead, headers: () => Record<string, string>): FastRoute | null
+  readonly accessLog: Logger | null
+  readonly limits: LimitsConfig
+  readonly keepAliveTimeoutMs: number
+  readonly draining: boolean
+  requestStarted(): void
+  requestEnded(): void
+  /** Gives the connection to node's HTTP server, with the bytes read and not yet used. */
+  handoff(socket: net.Socket, pending: Buffer | null): void
+}
+
+/** Response heads beyond node's header size limit (16 KiB unless --max-http-header-size) are a 502, as undici's. */
+const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize
+/** Response bodies up to this size are copied behind their head, so both leave in one write. */
+const COALESCE_BYTES = 16 * 1024
+/** Client bytes buffered beyond the request in progress (pipelining) before reading pauses. */
+const MAX_PENDING_BYTES = 64 * 1024
+
+const TIMEOUT_408 = 'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n'
+
+// Client connection states.
+const IDLE = 0 // between requests, nothing buffered
+const HEAD = 1 // part of a request head received
+const BUSY = 2 // a request is being forwarded
+const GONE = 3 // closed, or handed to node
+
+/**
+ * The fast lane: HTTP/1.1 proxying on raw sockets for the requests that need nothing more, about
+ * twice node:http + undici's throughput (bench/README.md). Each client connection starts here; a
+ * request head outside the narrow subset http1.ts accepts (an upgrade, a chunked body, HTTP/1.0,
+ * absolute-form, a malformed or oversized head), or one for a service with a response cache, a
+ * circuit breaker or upstream TLS, hands the connection, with the bytes read so far, to node's
+ * HTTP server and the full path (listener.ts, forwarder.ts) for the rest of its life. The lane
+ * forwards at request boundaries only, so the handoff never splits a message.
+ *
+ * Why: node:http + undici spend most of a small request in objects (IncomingMessage,
+ * ServerResponse, undici's Request, header maps) and in a write per piece. The lane parses heads
+ * with a few string scans, writes each head with its body in one write, keeps no per-request timer
+ * (one sweep per second checks every connection's deadlines), and frames bodies by counting.
+ */
+export class FastLane {
+  readonly owner: LaneOwner
+  readonly #conns = new Set<ClientConn>()
+  #sweep: NodeJS.Timeout | null = null
+
+  constructor(owner: LaneOwner) {
+    this.owner = owner
+  }
+
+  readonly accept = (socket: net.Socket): void => {
+    const conn = new ClientConn(this, socket)
+    this.#conns.add(conn)
+    if (this.#sweep === null) this.#startSweep()
+  }
+
+  forget(conn: ClientConn): void {
+    this.#conns.delete(conn)
+  }
+
+  get connections(): number {
+    return this.#conns.size
+  }
+
+  /** Closes idle connections now; busy ones close after their response (which says so). */
+  drain(): void {
+    for (const conn of this.#conns) conn.closeIfIdle()
+  }
+
+  closeAll(): void {
+    for (const conn of this.#conns) conn.socket.destroy()
+    this.#conns.clear()
+    if (this.#sweep !== null) clearInterval(this.#sweep)
+    this.#sweep = null
+  }
+
+  #startSweep(): void {
+    const limits = this.owner.limits
+    const every = Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4)))
+    this.#sweep = setInterval(this.#check, every)
+    this.#sweep.unref()
+  }
+
+  /** Enforces every connection's deadlines: head (slowloris), whole request, keep-alive idle. */
+  readonly #check = (): void => {
+    if (this.#conns.size === 0) {
+      clearInterval(this.#sweep!)
+      this.#sweep = null
+      return
+    }
+    const now = Date.now()
+    const limits = this.owner.limits
+    const keepAlive = this.owner.keepAliveTimeoutMs
+    for (const conn of this.#conns) conn.checkDeadlines(now, limits, keepAlive)
+  }
+}
+
+/** One client connection on the fast lane. */
+export class ClientConn {
+  readonly socket: net.Socket
+  readonly lane: FastLane
+  /** `::ffff:`-less remote address, read once. */
+  readonly clientAddress: string
+  state: number = IDLE
+  /** Bytes read and not yet used: part of a head, or pipelined requests. */
+  #pending: Buffer | null = null
+  exchange: FastExchange | null = null
+  /** When the current head started arriving / the current request started / the connection went idle. */
+  #headStartMs = 0
+  requestStartMs = 0
+  #idleSinceMs: number
+  /** Close once the current response is written (client asked, draining, or the framing needs it). */
+  closeAfter = false
+  #paused = false
+
+  constructor(lane: FastLane, socket: net.Socket) {
+    this.lane = lane
+    this.socket = socket
+    const remote = socket.remoteAddress
+    this.clientAddress = remote === undefined ? 'unknown' : remote.startsWith('::ffff:') ? remote.slice(7) : remote
+    this.#idleSinceMs = Date.now()
+    socket.on('data', this.#onData)
+    socket.on('error', noop)
+    socket.on('close', this.#onClose)
+    socket.on('drain', this.#onDrain)
+    socket.on('end', this.#onEnd)
+  }
+
+  closeIfIdle(): void {
+    if (this.state === IDLE || this.state === HEAD) this.socket.destroy()
+    else this.closeAfter = true
+  }
+
+  checkDeadlines(now: number, limits: LimitsConfig, keepAliveMs: number): void {
+    switch (this.state) {
+      case IDLE:
+        if (now - this.#idleSinceMs > keepAliveMs) this.socket.destroy()
+        return
+      case HEAD:
+        if (now - this.#headStartMs > limits.headersTimeoutMs) this.#timeout408()
+        return
+      case BUSY: {
+        const ex = this.exchange
+        // Only while the client still owes request bytes; the response has its own timeouts.
+        if (ex !== null && ex.bodyRemaining > 0 && now - this.requestStartMs > limits.requestTimeoutMs) {
+          if (ex.responded) this.socket.destroy()
+          else this.#timeout408()
+        }
+      }
+    }
+  }
+
+  #timeout408(): void {
+    if (!this.socket.destroyed) this.socket.end(TIMEOUT_408)
+    this.socket.destroySoon()
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.state === BUSY) {
+      const ex = this.exchange!
+      if (ex.bodyRemaining > 0) {
+        const used = ex.onClientBody(chunk)
+        if (used === chunk.length) return
+        chunk = chunk.subarray(used)
+      }
+      this.#pending = this.#pending === null ? chunk : Buffer.concat([this.#pending, chunk])
+      if (this.#pending.length > MAX_PENDING_BYTES && !this.#paused) {
+        this.#paused = true
+        this.socket.pause()
+      }
+      return
+    }
+    if (this.state === GONE) return
+    this.#pending = this.#pending === null ? chunk : Buffer.concat([this.#pending, chunk])
+    this.#next()
+  }
+
+  /** Starts the next request from the buffered bytes, if a whole head is there. */
+  #next(): void {
+    const pending = this.#pending
+    if (pending === null) return
+    const maxHead = this.lane.owner.limits.maxHeaderSizeBytes
+    const end = pending.indexOf(HEAD_END)
+    if (end === -1) {
+      // Too long, or lines ended by a bare LF (which would never give a CRLFCRLF): node's to refuse.
+      if (pending.length > maxHead || hasBareLf(pending)) return this.#handoff()
+      if (this.state === IDLE) {
+        this.state = HEAD
+        this.#headStartMs = Date.now()
+      }
+      return
+    }
+    const headLength = end + 4
+    if (headLength > maxHead) return this.#handoff()
+    const head = parseRequestHead(pending.toString('latin1', 0, headLength))
+    if (head === null) return this.#handoff()
+    const owner = this.lane.owner
+    const route = owner.resolveFast(head, () => headerMap(head.headers))
+    if (route !== null && !fastEligible(route.service)) return this.#handoff()
+    // From here the request is the lane's.
+    const bodyInBuffer = Math.min(head.contentLength, pending.length - headLength)
+    const used = headLength + bodyInBuffer
+    this.#pending = used === pending.length ? null : pending.subarray(used)
+    this.state = BUSY
+    this.requestStartMs = Date.now()
+    if (head.close || owner.draining) this.closeAfter = true
+    owner.requestStarted()
+    const ex = new FastExchange(this, head, route, pending.subarray(0, used), headLength)
+    this.exchange = ex
+    ex.start()
+  }
+
+  #handoff(): void {
+    const pending = this.#pending
+    this.#pending = null
+    this.state = GONE
+    this.lane.forget(this)
+    const socket = this.socket
+    socket.off('data', this.#onData)
+    socket.off('error', noop)
+    socket.off('close', this.#onClose)
+    socket.off('drain', this.#onDrain)
+    socket.off('end', this.#onEnd)
+    if (this.#paused) socket.resume()
+    this.lane.owner.handoff(socket, pending)
+  }
+
+  /** A request the lane took turns out to need the full path (a TLS endpoint): only before anything was sent. */
+  handBack(raw: Buffer): void {
+    this.exchange = null
+    this.lane.owner.requestEnded()
+    this.#pending = this.#pending === null ? raw : Buffer.concat([raw, this.#pending])
+    this.#handoff()
+  }
+
+  /** Writes to the client; false when its buffer is full (then wait for onClientDrain). */
+  write(data: Buffer | string): boolean {
+    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data)
+  }
+
+  /** The exchange is over: the response was written whole (or the connection is being cut). */
+  exchangeDone(): void {
+    this.exchange = null
+    this.lane.owner.requestEnded()
+    if (this.state === GONE) return
+    if (this.closeAfter || this.lane.owner.draining) {
+      this.state = GONE
+      this.socket.end()
+      return
+    }
+    this.state = IDLE
+    this.#idleSinceMs = Date.now()
+    if (this.#paused) {
+      this.#paused = false
+      this.socket.resume()
+    }
+    if (this.#pending !== null) this.#next()
+  }
+
+  readonly #onDrain = (): void => {
+    this.exchange?.onClientDrain()
+  }
+
+  /**
+   * The client half-closed. The server socket allows half-open connections (node's HTTP server
+   * needs them), so end our side too; a request in progress is abandoned, as node:http does.
+   */
+  readonly #onEnd = (): void => {
+    const previous = this.state
+    this.state = GONE
+    this.lane.forget(this)
+    if (previous === BUSY) this.exchange?.onClientGone()
+    this.socket.end()
+  }
+
+  readonly #onClose = (): void => {
+    const previous = this.state
+    this.state = GONE
+    this.lane.forget(this)
+    if (previous === BUSY) this.exchange?.onClientGone()
+  }
+}
+
+function noop(): void {}
+
+/** A LF not preceded by CR anywhere in `buf`. */
+function hasBareLf(buf: Buffer): boolean {
+  let i = buf.indexOf(10)
+  while (i !== -1) {
+    if (i === 0 || buf[i - 1] !== 13) return true
+    i = buf.indexOf(10, i + 1)
+  }
+  return false
+}
+
+/** The lane's share of the contract: services without a cache, a circuit breaker or TLS to the upstream. */
+function fastEligible(service: ServiceRuntime): boolean {
+  return service.cache === null && service.circuitBreaker === null && service.config.tls === undefined
+}
+
+/** node's `req.headers`, for routes that match on headers and hash keys: lower-cased names, duplicates joined. */
+export function headerMap(raw: readonly string[]): Record<string, string> {
+  const map: Record<string, string> = {}
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase()
+    const value = raw[i + 1]!
+    const had = map[name]
+    map[name] = had === undefined ? value : `${had}${name === 'cookie' ? '; ' : ', '}${value}`
+  }
+  return map
+}
+
+/** A message head: the start line, `name: value` lines and the blank line. */
+function serialize(statusLine: string, headers: readonly string[]): string {
+  let s = `${statusLine}\r\n`
+  for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`
+  return `${s}\r\n`
+}
+
+/**
+ * One request on the fast lane: the same promises as forwarder.ts's Exchange (pick, retry at once
+ * after a connect failure, retry idempotent requests whose body we still hold after a reset before
+ * any response byte, never once the response started; the retry budget; metrics and the access
+ * log), on raw sockets.
+ */
+export class FastExchange implements UpstreamUser {
+  readonly #client: ClientConn
+  readonly #head: RequestHead
+  readonly #route: FastRoute | null
+  /** The request as received so far: its head and the body bytes that came with it. */
+  readonly #raw: Buffer
+  readonly #headLength: number
+  readonly #startMs: number
+  /** Request body bytes the client has yet to send. */
+  bodyRemaining: number
+  /** Body bytes after those in `#raw`, kept for a replay (null when it cannot be replayed). */
+  #bodyChunks: Buffer[] | null = null
+  /** Body bytes received while no attempt had sent the request yet. */
+  #unsent: Buffer[] | null = null
+  /** Some attempt sent the request (so a retry must replay the whole body). */
+  #everSent = false
+  #upstreamHead = ''
+  #context: PickContext | null = null
+  #host: Host | null = null
+  #conn: UpstreamConn | null = null
+  #attempt = 0
+  #sent = false
+  /** Bytes of the response went to the client. */
+  responded = false
+  #done = false
+  #status = 0
+  #lastError: ErrorCode | null = null
+  #attempts: AttemptRecord[] | null = null
+  // Response parsing.
+  #respHead: ResponseHead | null = null
+  #headBuf: Buffer | null = null
+  #remaining = 0
+  #chunked: ChunkedScanner | null = null
+  /** The upstream connection can serve another request after this one. */
+  #reusable = true
+  #upstreamPaused = false
+  #clientPaused = false
+
+  constructor(client: ClientConn, head: RequestHead, route: FastRoute | null, raw: Buffer, headLength: number) {
+    this.#client = client
+    this.#head = head
+    this.#route = route
+    this.#raw = raw
+    this.#headLength = headLength
+    this.#startMs = performance.now()
+    this.bodyRemaining = head.contentLength - (raw.length - headLength)
+  }
+
+  start(): void {
+    const route = this.#route
+    if (route === null) {
+      this.#answerError('no_route', null, '')
+      return
+    }
+    const service = route.service
+    if (service.rateLimit !== null) {
+      const retryAfter = service.rateLimit.take()
+      if (retryAfter !== 0) {
+        this.#answerError('rate_limited', service, `retry-after: ${retryAfter}\r\n`)
+        return
+      }
+    }
+    const head = this.#head
+    const client = this.#client
+    const headers = upstreamRequestHeaders(head.headers, client.clientAddress, 'http', null).headers
+    if (route.requestHeaders !== null) applyHeaderRewrite(headers, route.requestHeaders)
+    this.#upstreamHead = serialize(`${head.method} ${route.path} HTTP/1.1`, headers)
+    let hash = -1
+    let stickyToken: string | null = null
+    if (service.hashKey !== null) {
+      const key = service.hashKey(headerMap(head.headers), route.path, client.clientAddress)
+      if (key !== null && key !== '') {
+        hash = hashString(key)
+        if (service.stickyCookie !== null) stickyToken = key
+      }
+    }
+    this.#context = { hash, stickyToken, tried: null }
+    const retry = service.config.retry
+    if (head.contentLength > 0 && retry.attempts > 0 && head.contentLength <= retry.replayBodyLimitBytes && this.#isIdempotent(service)) this.#bodyChunks = []
+    if (this.#client.lane.owner.accessLog !== null) this.#attempts = []
+    service.inFlight++
+    service.retryBudget.onRequest(service.inFlight)
+    service.metrics.inFlight.inc()
+    this.#dispatch()
+  }
+
+  #isIdempotent(service: ServiceRuntime): boolean {
+    if (IDEMPOTENT_METHODS.has(this.#head.method)) return true
+    const name = service.config.retry.idempotencyKeyHeader
+    const headers = this.#head.headers
+    for (let i = 0; i < headers.length; i += 2) if (headers[i]!.length === name.length && headers[i]!.toLowerCase() === name) return true
+    return false
+  }
+
+  #dispatch(): void {
+    const service = this.#route!.service
+    const host = service.cluster.picker.pick(this.#context!)
+    if (host === null) {
+      const code: ErrorCode = this.#lastError ?? (this.#attempt === 0 && service.cluster.hosts().some((h) => h.routable) ? 'overloaded' : 'no_healthy_endpoint')
+      this.#fail(code)
+      return
+    }
+    if (host.tls !== null) {
+      // An endpoint discovery marked `scheme: https`: the full path speaks TLS. Nothing was sent yet.
+      if (this.#attempt === 0) {
+        service.inFlight--
+        service.metrics.inFlight.dec()
+        this.#done = true
+        this.#client.handBack(this.#raw)
+        return
+      }
+      this.#fail(this.#lastError ?? 'upstream_connect_failed')
+      return
+    }
+    this.#host = host
+    this.#sent = false
+    host.acquire()
+    const pool = (host.fastPool ??= new UpstreamPool(host.address, host.port, service.config.timeouts))
+    const conn = pool.acquire(this)
+    this.#conn = conn
+    if (conn.connected) this.#send(conn)
+  }
+
+  onUpstreamConnect(conn: UpstreamConn): void {
+    if (conn === this.#conn) this.#send(conn)
+  }
+
+  #send(conn: UpstreamConn): void {
+    const head = this.#upstreamHead
+    const raw = this.#raw
+    const bodyInRaw = raw.length - this.#headLength
+    // After an attempt that sent the request, a replay sends the whole body kept; otherwise what
+    // arrived while connecting (nothing of it was sent anywhere).
+    const later = this.#everSent ? this.#bodyChunks : this.#unsent
+    this.#sent = true
+    this.#everSent = true
+    this.#unsent = null
+    const socket = conn.socket
+    let ok: boolean
+    if (later !== null && later.length > 0) {
+      socket.cork()
+      socket.write(head, 'latin1')
+      if (bodyInRaw > 0) socket.write(raw.subarray(this.#headLength))
+      for (let i = 0; i < later.length - 1; i++) socket.write(later[i]!)
+      ok = socket.write(later[later.length - 1]!)
+      socket.uncork()
+    } else if (bodyInRaw === 0) {
+      ok = socket.write(head, 'latin1')
+    } else {
+      const out = Buffer.allocUnsafe(head.length + bodyInRaw)
+      out.write(head, 0, 'latin1')
+      raw.copy(out, head.length, this.#headLength)
+      ok = socket.write(out)
+    }
+    if (!ok && this.bodyRemaining > 0) this.#pauseClient()
+  }
+
+  /** Request body bytes from the client; returns how many belong to this request. */
+  onClientBody(chunk: Buffer): number {
+    const take = Math.min(chunk.length, this.bodyRemaining)
+    const part = take === chunk.length ? chunk : chunk.subarray(0, take)
+    this.bodyRemaining -= take
+    if (this.#done) return take
+    if (this.#bodyChunks !== null) this.#bodyChunks.push(part)
+    const conn = this.#conn
+    if (conn !== null && this.#sent) {
+      if (!conn.socket.write(part)) this.#pauseClient()
+    } else {
+      // Connecting (or between attempts): sent once a connection is up.
+      ;(this.#unsent ??= []).push(part)
+    }
+    return take
+  }
+
+  #pauseClient(): void {
+    if (this.#clientPaused) return
+    this.#clientPaused = true
+    this.#client.socket.pause()
+  }
+
+  onUpstreamDrain(): void {
+    if (this.#clientPaused) {
+      this.#clientPaused = false
+      this.#client.socket.resume()
+    }
+  }
+
+  onClientDrain(): void {
+    if (this.#upstreamPaused) {
+      this.#upstreamPaused = false
+      this.#conn?.socket.resume()
+    }
+  }
+
+  onUpstreamData(conn: UpstreamConn, chunk: Buffer): void {
+    if (conn !== this.#conn || this.#done) return
+    let start = 0
+    if (this.#respHead === null) {
+      let buf = chunk
+      if (this.#headBuf !== null) buf = Buffer.concat([this.#headBuf, chunk])
+      for (;;) {
+        const end = buf.indexOf(HEAD_END, start)
+        if (end === -1) {
+          if (buf.length - start > MAX_RESPONSE_HEAD_BYTES) return this.#upstreamFailed('reset')
+          this.#headBuf = start === 0 ? buf : buf.subarray(start)
+          return
+        }
+        if (end - start > MAX_RESPONSE_HEAD_BYTES) return this.#upstreamFailed('reset')
+        const head = parseResponseHead(buf.toString('latin1', start, end + 4), this.#head.method === 'HEAD')
+        if (head === null || head.status === 101) return this.#upstreamFailed('reset')
+        if (head.status < 200) {
+          // 1xx (103 Early Hints...): passed to the client as is; the real response follows.
+          this.responded = true
+          this.#client.write(buf.subarray(start, end + 4))
+          start = end + 4
+          continue
+        }
+        this.#headBuf = null
+        this.#respHead = head
+        start = end + 4
+        this.#startResponse(head, buf, start)
+        return
+      }
+    }
+    this.#body(chunk, 0)
+  }
+
+  #startResponse(head: ResponseHead, buf: Buffer, bodyStart: number): void {
+    const conn = this.#conn!
+    this.#status = head.status
+    this.responded = true
+    if (head.close) this.#reusable = false
+    if (this.bodyRemaining > 0) this.#reusable = false // answered before the whole request was sent
+    const timeouts = conn.pool.timeouts
+    if (timeouts.idleMs !== timeouts.requestMs && head.framing !== Framing.NONE) conn.socket.setTimeout(timeouts.idleMs)
+    const client = this.#client
+    if (head.framing === Framing.CLOSE) client.closeAfter = true
+    const route = this.#route!
+    const headers = downstreamResponseHeaders(head.headers)
+    if (route.responseHeaders !== null) applyHeaderRewrite(headers, route.responseHeaders)
+    const service = route.service
+    const sticky = service.stickyCookie
+    const host = this.#host!
+    if (sticky !== null && host.stickyToken !== this.#context!.stickyToken) headers.push('set-cookie', `${sticky.name}=${host.stickyToken}; ${sticky.attributes}`)
+    if (head.framing === Framing.CHUNKED) headers.push('transfer-encoding', 'chunked')
+    if (client.closeAfter || client.lane.owner.draining) {
+      client.closeAfter = true
+      headers.push('connection', 'close')
+    }
+    const text = serialize(head.statusLine, headers)
+    // How much of this buffer is body, and does the body end in it?
+    let bodyEnd = buf.length
+    let complete = false
+    switch (head.framing) {
+      case Framing.NONE:
+        bodyEnd = bodyStart
+        complete = true
+        break
+      case Framing.LENGTH:
+        if (buf.length - bodyStart >= head.contentLength) {
+          bodyEnd = bodyStart + head.contentLength
+          complete = true
+        } else {
+          this.#remaining = head.contentLength - (buf.length - bodyStart)
+        }
+        break
+      case Framing.CHUNKED: {
+        const scanner = (this.#chunked = new ChunkedScanner())
+        const at = scanner.scan(buf, bodyStart, buf.length)
+        if (at === CHUNKED_ERROR) return this.#cut('reset')
+        if (at !== -1) {
+          bodyEnd = at
+          complete = true
+        }
+        break
+      }
+    }
+    if (bodyEnd < buf.length) this.#reusable = false // bytes past the response: not HTTP we understand
+    const bodyLength = bodyEnd - bodyStart
+    let ok: boolean
+    if (bodyLength === 0) {
+      ok = client.write(text)
+    } else if (bodyLength <= COALESCE_BYTES) {
+      const out = Buffer.allocUnsafe(text.length + bodyLength)
+      out.write(text, 0, 'latin1')
+      buf.copy(out, text.length, bodyStart, bodyEnd)
+      ok = client.write(out)
+    } else {
+      client.socket.cork()
+      client.write(text)
+      ok = client.write(buf.subarray(bodyStart, bodyEnd))
+      client.socket.uncork()
+    }
+    if (complete) return this.#complete()
+    if (!ok) this.#pauseUpstream()
+  }
+
+  #body(chunk: Buffer, start: number): void {
+    const head = this.#respHead!
+    let end = chunk.length
+    let complete = false
+    if (head.framing === Framing.LENGTH) {
+      if (end - start >= this.#remaining) {
+        end = start + this.#remaining
+        complete = true
+      }
+      this.#remaining -= end - start
+    } else if (head.framing === Framing.CHUNKED) {
+      const at = this.#chunked!.scan(chunk, start, end)
+      if (at === CHUNKED_ERROR) return this.#cut('reset')
+      if (at !== -1) {
+        end = at
+        complete = true
+      }
+    }
+    if (end < chunk.length) this.#reusable = false
+    const ok = this.#client.write(start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end))
+    if (complete) return this.#complete()
+    if (!ok) this.#pauseUpstream()
+  }
+
+  #pauseUpstream(): void {
+    if (this.#upstreamPaused) return
+    this.#upstreamPaused = true
+    this.#conn!.socket.pause()
+  }
+
+  /** The whole response reached the client's socket. */
+  #complete(): void {
+    const conn = this.#conn!
+    this.#conn = null
+    if (this.#upstreamPaused) {
+      this.#upstreamPaused = false
+      conn.socket.resume()
+    }
+    conn.pool.release(conn, this.#reusable && this.bodyRemaining === 0, this.#respHead!.keepAliveMs)
+    this.#endAttempt(statusClass(this.#status))
+    this.#finish(this.#status)
+  }
+
+  onUpstreamClose(conn: UpstreamConn, error: Error | null): void {
+    if (conn !== this.#conn || this.#done) return
+    this.#conn = null
+    const head = this.#respHead
+    if (error === null && head !== null && head.framing === Framing.CLOSE) {
+      // The body ran until the upstream closed: that was its end.
+      this.#endAttempt(statusClass(this.#status))
+      this.#finish(this.#status)
+      return
+    }
+    this.#upstreamFailed(this.#sent ? 'reset' : 'connect_failed')
+  }
+
+  onUpstreamTimeout(conn: UpstreamConn): void {
+    if (conn !== this.#conn || this.#done) return
+    this.#conn = null
+    conn.user = null
+    conn.socket.destroy()
+    this.#upstreamFailed(this.#sent ? 'timeout' : 'connect_timeout')
+  }
+
+  /** The attempt failed: retry on another endpoint when the promises allow, else answer or cut. */
+  #upstreamFailed(kind: 'reset' | 'timeout' | 'connect_failed' | 'connect_timeout'): void {
+    const conn = this.#conn
+    if (conn !== null) {
+      this.#conn = null
+      conn.user = null
+      conn.socket.destroy()
+    }
+    if (this.responded) return this.#cut(kind === 'timeout' ? 'timeout' : 'reset')
+    const service = this.#route!.service
+    let outcome: AttemptOutcome
+    let retryable: boolean
+    if (kind === 'connect_failed' || kind === 'connect_timeout') {
+      outcome = kind === 'connect_timeout' ? 'timeout' : 'connect_failed'
+      this.#lastError = 'upstream_connect_failed'
+      retryable = true
+    } else if (kind === 'timeout') {
+      this.#lastError = 'upstream_timeout'
+      outcome = 'timeout'
+      retryable = false
+    } else {
+      outcome = 'reset'
+      this.#lastError = 'upstream_reset'
+      retryable = this.#head.contentLength > 0 ? this.#bodyChunks !== null && this.bodyRemaining === 0 && this.#isIdempotent(service) : this.#isIdempotent(service)
+    }
+    const host = this.#host
+    this.#endAttempt(outcome)
+    const sentBefore = this.#sent
+    if (retryable && host !== null && this.#attempt < service.config.retry.attempts && (!sentBefore || service.retryBudget.tryRetry())) {
+      this.#attempt++
+      ;(this.#context!.tried ??= []).push(host)
+      service.metrics.retries.inc()
+      this.#respHead = null
+      this.#headBuf = null
+      this.#reusable = true
+      this.#dispatch()
+      return
+    }
+    this.#fail(this.#lastError)
+  }
+
+  /** The response started and cannot be finished: the client sees a cut connection. */
+  #cut(outcome: AttemptOutcome): void {
+    const conn = this.#conn
+    if (conn !== null) {
+      this.#conn = null
+      conn.user = null
+      conn.socket.destroy()
+    }
+    this.#endAttempt(outcome)
+    this.#client.closeAfter = true
+    this.#client.socket.destroy()
+    this.#finish(502)
+  }
+
+  /** The client went away mid-exchange. */
+  onClientGone(): void {
+    if (this.#done) return
+    const conn = this.#conn
+    if (conn !== null) {
+      this.#conn = null
+      conn.user = null
+      conn.socket.destroy()
+      this.#endAttempt('aborted')
+    }
+    this.#finish(499)
+  }
+
+  #endAttempt(outcome: AttemptOutcome): void {
+    const host = this.#host
+    if (host === null) return
+    this.#host = null
+    host.release()
+    const service = this.#route!.service
+    service.metrics.attempt(host, outcome)
+    service.outlier?.record(host, outcome, this.#status)
+    this.#attempts?.push({ endpoint: host.key, outcome })
+  }
+
+  #fail(code: ErrorCode): void {
+    const service = this.#route!.service
+    this.#writeError(code, service.name, '')
+    this.#finish(ERROR_STATUS[code])
+  }
+
+  /** An answer before any service work (no route, rate limited): counted, logged, no in-flight. */
+  #answerError(code: ErrorCode, service: ServiceRuntime | null, extra: string): void {
+    this.#writeError(code, service?.name ?? null, extra)
+    const status = ERROR_STATUS[code]
+    if (service !== null) service.metrics.request(status)
+    this.#done = true
+    this.#log(service, status)
+    this.#client.exchangeDone()
+  }
+
+  #writeError(code: ErrorCode, service: string | null, extra: string): void {
+    const client = this.#client
+    // The client may still be sending a body we will not read: the connection cannot be reused.
+    if (this.bodyRemaining > 0) client.closeAfter = true
+    const body = errorBody(code, service)
+    const status = ERROR_STATUS[code]
+    client.write(
+      `HTTP/1.1 ${status} ${REASON[status]}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nx-outrigger-error: ${code}\r\n${extra}${client.closeAfter || client.lane.owner.draining ? 'connection: close\r\n' : ''}\r\n${body}`,
+    )
+  }
+
+  #finish(status: number): void {
+    if (this.#done) return
+    this.#done = true
+    const service = this.#route!.service
+    service.inFlight--
+    service.metrics.inFlight.dec()
+    service.metrics.request(status)
+    service.metrics.duration.observe((performance.now() - this.#startMs) / 1000)
+    this.#log(service, status)
+    if (this.#clientPaused) {
+      this.#clientPaused = false
+      this.#client.socket.resume()
+    }
+    this.#client.exchangeDone()
+  }
+
+  #log(service: ServiceRuntime | null, status: number): void {
+    const log = this.#client.lane.owner.accessLog
+    if (log === null) return
+    log.info({
+      service: service?.name ?? null,
+      method: this.#head.method,
+      path: this.#head.target,
+      status,
+      durationMs: Math.round((performance.now() - this.#startMs) * 1000) / 1000,
+      attempts: this.#attempts ?? [],
+    })
+  }
+}
+

@@ -1,0 +1,166 @@
+import net from 'node:net'
+
+/** What an upstream connection reports to the exchange using it. */
+export interface UpstreamUser {
+  /** The TCP connection is up (only for a new connection). */
+  onUpstreamConnect(conn: UpstreamConn): void
+  onUpstreamData(conn: UpstreamConn, chunk: Buffer): void
+  /** The connection ended while in use. `error` is null for a clean end (FIN without error). */
+  onUpstreamClose(conn: UpstreamConn, error: Error | null): void
+  /** Nothing moved on the connection for the timeout it was given (see UpstreamPool). */
+  onUpstreamTimeout(conn: UpstreamConn): void
+  /** The socket's write buffer emptied (after a write that returned false). */
+  onUpstreamDrain(conn: UpstreamConn): void
+}
+
+export interface UpstreamTimeouts {
+  connectMs: number
+  /** Until the response head (undici's headersTimeout). */
+  requestMs: number
+  /** Between body chunks, and how long an idle connection is kept (undici's bodyTimeout, keepAliveMaxTimeout). */
+  idleMs: number
+}
+
+/** Leaves this much of the upstream's `Keep-Alive: timeout` unused, so we close first (undici's 1 s). */
+const KEEP_ALIVE_MARGIN_MS = 1000
+
+/**
+ * One TCP connection to an upstream. Its listeners are bound once for its whole life and forward
+ * to whichever exchange holds it, so a reused connection costs no closures.
+ */
+export class UpstreamConn {
+  readonly socket: net.Socket
+  readonly pool: UpstreamPool
+  user: UpstreamUser | null = null
+  connected = false
+  /** How long the pool may keep it idle: idleMs, shortened by the upstream's Keep-Alive hint. */
+  idleKeepMs: number
+  #error: Error | null = null
+
+  constructor(pool: UpstreamPool, host: string, port: number) {
+    this.pool = pool
+    this.idleKeepMs = pool.timeouts.idleMs
+    this.socket = net.connect({ host, port, noDelay: true })
+    this.socket.setTimeout(pool.timeouts.connectMs)
+    this.socket.on('connect', this.#onConnect)
+    this.socket.on('data', this.#onData)
+    this.socket.on('error', this.#onError)
+    this.socket.on('close', this.#onClose)
+    this.socket.on('timeout', this.#onTimeout)
+    this.socket.on('drain', this.#onDrain)
+  }
+
+  readonly #onConnect = (): void => {
+    this.connected = true
+    this.socket.setTimeout(this.pool.timeouts.requestMs)
+    this.user?.onUpstreamConnect(this)
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    const user = this.user
+    // Bytes nobody asked for: the upstream broke the protocol; never reuse the connection.
+    if (user === null) this.socket.destroy()
+    else user.onUpstreamData(this, chunk)
+  }
+
+  readonly #onError = (error: Error): void => {
+    this.#error = error
+  }
+
+  readonly #onClose = (): void => {
+    this.pool.forget(this)
+    const user = this.user
+    this.user = null
+    user?.onUpstreamClose(this, this.#error)
+  }
+
+  readonly #onTimeout = (): void => {
+    const user = this.user
+    if (user === null) this.socket.destroy()
+    else user.onUpstreamTimeout(this)
+  }
+
+  readonly #onDrain = (): void => {
+    this.user?.onUpstreamDrain(this)
+  }
+}
+
+/**
+ * The fast lane's connections to one upstream endpoint: HTTP/1.1, one request at a time per
+ * connection, idle ones reused last-in first-out so the warmest are used and the rest expire. The
+ * picker already caps a host's requests in flight at `maxConcurrent`, which caps connections too.
+ *
+ * Timeouts ride on the socket's own inactivity timer (node refreshes it on every read and write,
+ * with no timer created per request): `connectMs` while connecting, `requestMs` while waiting for
+ * the response head, `idleMs` between body chunks and while idle in the pool.
+ */
+export class UpstreamPool {
+  readonly host: string
+  readonly port: number
+  readonly timeouts: UpstreamTimeouts
+  readonly #idle: UpstreamConn[] = []
+  readonly #all = new Set<UpstreamConn>()
+  #closed = false
+
+  constructor(host: string, port: number, timeouts: UpstreamTimeouts) {
+    this.host = host
+    this.port = port
+    this.timeouts = timeouts
+  }
+
+  /** Connections open now, idle or in use. */
+  get open(): number {
+    return this.#all.size
+  }
+
+  get idle(): number {
+    return this.#idle.length
+  }
+
+  /** An idle connection (connected) or a new one (connecting: wait for onUpstreamConnect). */
+  acquire(user: UpstreamUser): UpstreamConn {
+    const idle = this.#idle
+    while (idle.length > 0) {
+      const conn = idle.pop()!
+      if (conn.socket.destroyed) continue
+      conn.user = user
+      conn.socket.setTimeout(this.timeouts.requestMs)
+      return conn
+    }
+    const conn = new UpstreamConn(this, this.host, this.port)
+    conn.user = user
+    this.#all.add(conn)
+    return conn
+  }
+
+  /** The exchange is done with `conn`: kept for reuse when `reusable`, else closed. */
+  release(conn: UpstreamConn, reusable: boolean, keepAliveHintMs: number): void {
+    conn.user = null
+    if (!reusable || this.#closed || conn.socket.destroyed) {
+      conn.socket.destroy()
+      return
+    }
+    if (keepAliveHintMs > 0) conn.idleKeepMs = Math.min(this.timeouts.idleMs, Math.max(keepAliveHintMs - KEEP_ALIVE_MARGIN_MS, 500))
+    conn.socket.setTimeout(conn.idleKeepMs)
+    this.#idle.push(conn)
+  }
+
+  /** Called when a connection closed, wherever it was. */
+  forget(conn: UpstreamConn): void {
+    this.#all.delete(conn)
+    const i = this.#idle.indexOf(conn)
+    if (i !== -1) this.#idle.splice(i, 1)
+  }
+
+  /** No new connections are kept: idle ones close now, busy ones when their exchange ends. */
+  close(): void {
+    this.#closed = true
+    for (const conn of this.#idle.splice(0)) conn.socket.destroy()
+  }
+
+  /** Closes every connection now, failing the requests on them (the end of a shutdown timeout). */
+  destroy(): void {
+    this.close()
+    for (const conn of this.#all) conn.socket.destroy()
+  }
+}
