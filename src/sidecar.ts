@@ -3,10 +3,10 @@ import type { Config, DiscoveryConfig, ListenAddress, ServiceConfig } from './co
 import { balancerFactory } from './balancer/registry.ts'
 import { ServiceCluster } from './cluster/service-cluster.ts'
 import type { ClusterObserver } from './cluster/service-cluster.ts'
-import { createDiscovery } from './discovery/registry.ts'
+import { createDiscovery, loadSources } from './discovery/registry.ts'
 import { EndpointStateStore } from './discovery/state.ts'
-import { CONSUL_CONNECTIONS_WARNING } from './discovery/consul.ts'
-import { createRegistrar } from './registration/registry.ts'
+import { CONSUL_CONNECTIONS_WARNING } from './discovery/consul-limits.ts'
+import { createRegistrar, loadRegistrar } from './registration/registry.ts'
 import type { Registrar } from './registration/types.ts'
 import type { DiscoveryAdapter } from './discovery/types.ts'
 import { Metrics } from './observability/metrics.ts'
@@ -191,6 +191,7 @@ export class Sidecar {
 
   /** Starts everything; rejects (having released what it started) when a listener cannot bind. */
   static async start(config: Config, logger: Logger, options: SidecarOptions = {}): Promise<Sidecar> {
+    await loadClients(config)
     const sidecar = new Sidecar(config, logger, options)
     try {
       await sidecar.#start()
@@ -400,6 +401,7 @@ export class Sidecar {
       this.#logger.info('config reloaded: nothing changed')
       return result
     }
+    await loadClients(next)
     if (this.#plane === 'all' && prev.workers !== next.workers) this.#logger.warn({ workers: next.workers }, 'workers: a change between one process and several takes effect at the next start')
     const configs = new Map(next.services.map((c) => [c.name, c]))
 
@@ -721,4 +723,10 @@ async function bind(p: Promise<ListenAddress>, path: string, wanted: ListenAddre
 
 export function fmt(a: ListenAddress): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+}
+
+/** Loads the registry clients `config` uses (they are not loaded otherwise; see discovery/registry.ts). */
+async function loadClients(config: Config): Promise<void> {
+  await loadSources(config.services.map((s) => s.source))
+  if (config.register !== undefined) await loadRegistrar(config.register.source)
 }

@@ -12,12 +12,7 @@ export const MIN_QUERY_INTERVAL_MS = 50
 export const RETRY_MIN_MS = 200
 export const RETRY_MAX_MS = 10_000
 
-/**
- * Each service holds one blocking query, hence one connection, to the agent; Consul closes
- * connections beyond `limits.http_max_conns_per_client` (default 200) per client address without an
- * answer. Above this many consul services the sidecar warns at start.
- */
-export const CONSUL_CONNECTIONS_WARNING = 150
+export { CONSUL_CONNECTIONS_WARNING } from './consul-limits.ts'
 const CONNECTION_LIMIT_HINT =
   'the agent may be refusing connections beyond limits.http_max_conns_per_client (default 200 per client address; outrigger holds one per consul service)'
 
