@@ -14,7 +14,7 @@ import type { ServiceRuntime } from './service-runtime.ts'
 import type { LimitsConfig } from '../config/types.ts'
 import { hashString } from '../balancer/hash.ts'
 import type { FastRoute, LaneOwner } from './fast/lane.ts'
-import { FastLane } from './fast/lane.ts'
+import { FastLane, headersOf } from './fast/lane.ts'
 import type { RequestHead } from './fast/http1.ts'
 
 /** `OUTRIGGER_FAST_LANE=0` sends every connection through node:http and undici (for comparison). */
@@ -149,11 +149,11 @@ export class ProxyListener implements LaneOwner {
     if (pending !== null && !socket.destroyed) socket.emit('data', pending)
   }
 
-  resolveFast(head: RequestHead, headers: () => Record<string, string>): FastRoute | null {
+  resolveFast(head: RequestHead): FastRoute | null {
     const target = this.target
     if (target.kind === 'dedicated') return { service: target.service, path: head.target, requestHeaders: null, responseHeaders: null }
     const router = target.router
-    const route = router.match(normalizeHost(head.host), head.target, head.method, router.matchesHeaders ? headers() : NO_HEADERS)
+    const route = router.match(normalizeHost(head.host), head.target, head.method, router.matchesHeaders ? headersOf(head) : NO_HEADERS)
     if (route === null) return null
     return {
       service: route.target,

@@ -3,23 +3,12 @@ import http from 'node:http'
 import net from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { CHUNKED_ERROR, ChunkedScanner, Framing, parseRequestHead, parseResponseHead } from '../../src/proxy/fast/http1.ts'
+import { prng } from '../support/prng.ts'
 import type { RequestHead } from '../../src/proxy/fast/http1.ts'
 
 /** A head as the lane hands it over: lines joined by CRLF, then the blank line's CRLF. */
 function head(...lines: string[]): string {
   return `${lines.join('\r\n')}\r\n\r\n`
-}
-
-/** mulberry32: a small seeded PRNG, so every run generates the same cases. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 class Rng {

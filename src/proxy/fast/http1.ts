@@ -30,6 +30,30 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PAT
 /** Where a head ends: the first CRLFCRLF. */
 export const HEAD_END = Buffer.from('\r\n\r\n', 'latin1')
 
+/** The field line readField read last (both parsers are synchronous, so one scratch object serves). */
+const field = { name: '', value: '' }
+
+/**
+ * Reads the `name: value` line at `pos` of a head whose field lines end before `end` into `field`
+ * (the value trimmed of spaces and tabs). Returns where the next line starts, or -1 for a line
+ * that is not a token, a colon and field-value bytes ended by CRLF.
+ */
+function readField(text: string, pos: number, end: number): number {
+  const eol = text.indexOf('\r\n', pos)
+  if (eol === -1 || eol > end) return -1
+  const colon = text.indexOf(':', pos)
+  if (colon <= pos || colon > eol) return -1
+  for (let i = pos; i < colon; i++) if (TCHAR[text.charCodeAt(i)] !== 1) return -1
+  let vs = colon + 1
+  let ve = eol
+  while (vs < ve && (text.charCodeAt(vs) === 32 || text.charCodeAt(vs) === 9)) vs++
+  while (ve > vs && (text.charCodeAt(ve - 1) === 32 || text.charCodeAt(ve - 1) === 9)) ve--
+  for (let i = vs; i < ve; i++) if (VCHAR[text.charCodeAt(i)] !== 1) return -1
+  field.name = text.slice(pos, colon)
+  field.value = text.slice(vs, ve)
+  return eol + 2
+}
+
 export interface RequestHead {
   readonly method: string
   /** The origin-form request target (path and query), as sent. */
@@ -70,19 +94,10 @@ export function parseRequestHead(text: string): RequestHead | null {
   const end = text.length - 2
   let pos = lineEnd + 2
   while (pos < end) {
-    const eol = text.indexOf('\r\n', pos)
-    if (eol === -1 || eol > end) return null
-    const colon = text.indexOf(':', pos)
-    if (colon <= pos || colon > eol) return null
-    for (let i = pos; i < colon; i++) if (TCHAR[text.charCodeAt(i)] !== 1) return null
-    let vs = colon + 1
-    let ve = eol
-    while (vs < ve && (text.charCodeAt(vs) === 32 || text.charCodeAt(vs) === 9)) vs++
-    while (ve > vs && (text.charCodeAt(ve - 1) === 32 || text.charCodeAt(ve - 1) === 9)) ve--
-    for (let i = vs; i < ve; i++) if (VCHAR[text.charCodeAt(i)] !== 1) return null
-    const name = text.slice(pos, colon)
-    const value = text.slice(vs, ve)
-    pos = eol + 2
+    pos = readField(text, pos, end)
+    if (pos === -1) return null
+    const name = field.name
+    const value = field.value
     // Only names of these lengths matter here: 4 host, 6 expect, 7 upgrade, 10 connection,
     // 14 content-length, 17 transfer-encoding.
     switch (name.length) {
@@ -178,19 +193,10 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   const end = text.length - 2
   let pos = lineEnd + 2
   while (pos < end) {
-    const eol = text.indexOf('\r\n', pos)
-    if (eol === -1 || eol > end) return null
-    const colon = text.indexOf(':', pos)
-    if (colon <= pos || colon > eol) return null
-    for (let i = pos; i < colon; i++) if (TCHAR[text.charCodeAt(i)] !== 1) return null
-    let vs = colon + 1
-    let ve = eol
-    while (vs < ve && (text.charCodeAt(vs) === 32 || text.charCodeAt(vs) === 9)) vs++
-    while (ve > vs && (text.charCodeAt(ve - 1) === 32 || text.charCodeAt(ve - 1) === 9)) ve--
-    for (let i = vs; i < ve; i++) if (VCHAR[text.charCodeAt(i)] !== 1) return null
-    const name = text.slice(pos, colon)
-    const value = text.slice(vs, ve)
-    pos = eol + 2
+    pos = readField(text, pos, end)
+    if (pos === -1) return null
+    const name = field.name
+    const value = field.value
     switch (name.length) {
       case 16:
         if (name.toLowerCase() === 'proxy-connection' && value.toLowerCase().includes('close')) close = true

@@ -31,8 +31,8 @@ export interface FastRoute {
 
 /** What the lane needs from the listener that owns it. */
 export interface LaneOwner {
-  /** Routes a parsed head; null for no route. `headers` builds node's header map, only when asked. */
-  resolveFast(head: RequestHead, headers: () => Record<string, string>): FastRoute | null
+  /** Routes a parsed head; null for no route. Reads the header map (`headersOf`) only when a route needs it. */
+  resolveFast(head: RequestHead): FastRoute | null
   readonly accessLog: Logger | null
   readonly limits: LimitsConfig
   readonly keepAliveTimeoutMs: number
@@ -228,7 +228,7 @@ export class ClientConn {
     const head = parseRequestHead(pending.toString('latin1', 0, headLength))
     if (head === null) return this.#handoff()
     const owner = this.lane.owner
-    const route = owner.resolveFast(head, () => headerMap(head.headers))
+    const route = owner.resolveFast(head)
     if (route !== null && !fastEligible(route.service)) return this.#handoff()
     // From here the request is the lane's.
     const bodyInBuffer = Math.min(head.contentLength, pending.length - headLength)
@@ -299,13 +299,11 @@ export class ClientConn {
    * needs them), so end our side too; a request in progress is abandoned, as node:http does.
    */
   readonly #onEnd = (): void => {
-    const previous = this.state
-    this.state = GONE
-    this.lane.forget(this)
-    if (previous === BUSY) this.exchange?.onClientGone()
+    this.#onClose()
     this.socket.end()
   }
 
+  /** The client is gone (closed, or half-closed): a request in progress is abandoned. */
   readonly #onClose = (): void => {
     const previous = this.state
     this.state = GONE
@@ -329,6 +327,21 @@ function hasBareLf(buf: Buffer): boolean {
 /** The lane's share of the contract: services without a cache, a circuit breaker or TLS to the upstream. */
 function fastEligible(service: ServiceRuntime): boolean {
   return service.cache === null && service.circuitBreaker === null && service.config.tls === undefined
+}
+
+let mappedHead: RequestHead | null = null
+let mappedHeaders: Record<string, string> = {}
+
+/**
+ * `head`'s header map (see headerMap), built at most once per request: routing and the hash key
+ * both read it, synchronously, for the same head, so remembering the last one is enough.
+ */
+export function headersOf(head: RequestHead): Record<string, string> {
+  if (mappedHead !== head) {
+    mappedHeaders = headerMap(head.headers)
+    mappedHead = head
+  }
+  return mappedHeaders
 }
 
 /** node's `req.headers`, for routes that match on headers and hash keys: lower-cased names, duplicates joined. */
@@ -426,7 +439,7 @@ export class FastExchange implements UpstreamUser {
     let hash = -1
     let stickyToken: string | null = null
     if (service.hashKey !== null) {
-      const key = service.hashKey(headerMap(head.headers), route.path, client.clientAddress)
+      const key = service.hashKey(headersOf(head), route.path, client.clientAddress)
       if (key !== null && key !== '') {
         hash = hashString(key)
         if (service.stickyCookie !== null) stickyToken = key
