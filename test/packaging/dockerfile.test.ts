@@ -65,6 +65,15 @@ const workdir = (stage: Stage): string => {
 /** The JSON array of an exec-form instruction (ENTRYPOINT, CMD, HEALTHCHECK CMD). */
 const execForm = (text: string): string[] => JSON.parse(text.replace(/\\\r?\n/g, ' ')) as string[]
 
+/** The node flags of src/cli.ts's `#!/usr/bin/env -S node …` line, which tsc copies to dist/cli.js. */
+function nodeFlagsOfBin(): string[] {
+  const shebang = read('src/cli.ts').split('\n', 1)[0]!
+  const m = /^#!\/usr\/bin\/env (?:-S )?node((?: --[a-z-]+(?:=\S+)?)*)$/.exec(shebang)
+  assert.ok(m !== null, `src/cli.ts starts with an env node line: ${shebang}`)
+  if (m[1] !== '') assert.ok(shebang.startsWith('#!/usr/bin/env -S '), 'env needs -S to pass flags to node')
+  return m[1]!.trim().split(' ').filter((f) => f !== '')
+}
+
 /** Minimal .dockerignore matching: exact names, folder prefixes and `*` globs, as the file uses. */
 function ignoredBy(patterns: string[], source: string): string | undefined {
   const clean = path.posix.normalize(source).replace(/\/$/, '')
@@ -146,7 +155,10 @@ describe('Dockerfile', () => {
     const emitted = path.posix.join(outDir, path.posix.relative(rootDir, 'src/cli.ts').replace(/\.ts$/, '.js'))
     assert.ok(existsSync(path.join(ROOT, 'src', 'cli.ts')))
     assert.equal(path.posix.normalize(pkg.bin.outrigger!), emitted)
-    assert.equal(argv[3], path.posix.join(workdir(final), emitted))
+    const flags = nodeFlagsOfBin()
+    assert.deepEqual(argv.slice(3, 3 + flags.length), flags, 'node gets the flags of the bin\'s #! line')
+    assert.equal(argv[3 + flags.length], path.posix.join(workdir(final), emitted))
+    assert.equal(argv.length, 4 + flags.length)
   })
 
   it('reads the config from OUTRIGGER_CONFIG, which the CLI honours', () => {
