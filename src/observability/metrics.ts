@@ -1,4 +1,6 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { CellHistogram, CounterCell, GaugeCell } from './cells.ts'
+import type { HistogramCell } from './cells.ts'
 import type { Host } from '../cluster/host.ts'
 import { HostFlag } from '../cluster/host.ts'
 import type { ServiceCluster } from '../cluster/service-cluster.ts'
@@ -12,32 +14,41 @@ const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected'] as const
 /** Sub-millisecond to tens of seconds: a sidecar adds little, but upstreams can be slow. */
 const DURATION_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
+/** A series bound to a cell (see cells.ts): its metric, its full label set, and whether it exists yet. */
+interface Bound {
+  metric: Counter<string> | Gauge<string>
+  labels: Record<string, string>
+  cell: CounterCell
+  exported: boolean
+}
+
 /**
- * Every metric of the contract in one registry. Label children are bound once per service (and per
- * host for attempts), never per request: prom-client's `labels()` allocates.
+ * Every metric of the contract in one registry. Series are bound once per service (and per host for
+ * attempts), never per request, to cells that the data path adds to; the registry takes their counts
+ * when it is read (`collect`).
  */
 export class Metrics {
   readonly registry = new Registry()
-  readonly requests = new Counter({ name: 'outrigger_requests_total', help: 'Requests answered, by service and HTTP status code.', labelNames: ['service', 'code'] as const, registers: [this.registry] })
-  readonly duration = new Histogram({ name: 'outrigger_request_duration_seconds', help: 'Time from request to the end of the response, by service.', labelNames: ['service'] as const, buckets: DURATION_BUCKETS_SECONDS, registers: [this.registry] })
-  readonly attempts = new Counter({ name: 'outrigger_upstream_attempts_total', help: 'Attempts on upstream endpoints, by outcome.', labelNames: ['service', 'endpoint', 'outcome'] as const, registers: [this.registry] })
-  readonly retries = new Counter({ name: 'outrigger_retries_total', help: 'Extra attempts made on another endpoint.', labelNames: ['service'] as const, registers: [this.registry] })
+  readonly requests = new Counter({ name: 'outrigger_requests_total', help: 'Requests answered, by service and HTTP status code.', labelNames: ['service', 'code'] as const, registers: [this.registry], collect: () => this.#flushCells() })
+  readonly duration = new CellHistogram({ name: 'outrigger_request_duration_seconds', help: 'Time from request to the end of the response, by service.', labelNames: ['service'] as const, buckets: DURATION_BUCKETS_SECONDS, registers: [this.registry] })
+  readonly attempts = new Counter({ name: 'outrigger_upstream_attempts_total', help: 'Attempts on upstream endpoints, by outcome.', labelNames: ['service', 'endpoint', 'outcome'] as const, registers: [this.registry], collect: () => this.#flushCells() })
+  readonly retries = new Counter({ name: 'outrigger_retries_total', help: 'Extra attempts made on another endpoint.', labelNames: ['service'] as const, registers: [this.registry], collect: () => this.#flushCells() })
   readonly endpoints = new Gauge({ name: 'outrigger_endpoints', help: 'Endpoints by state (healthy, unhealthy, ejected).', labelNames: ['service', 'state'] as const, registers: [this.registry] })
-  readonly discoveryUpdates = new Counter({ name: 'outrigger_discovery_updates_total', help: 'Endpoint sets received from discovery.', labelNames: ['service', 'source'] as const, registers: [this.registry] })
-  readonly discoveryErrors = new Counter({ name: 'outrigger_discovery_errors_total', help: 'Failed reads of a registry.', labelNames: ['service', 'source'] as const, registers: [this.registry] })
+  readonly discoveryUpdates = new Counter({ name: 'outrigger_discovery_updates_total', help: 'Endpoint sets received from discovery.', labelNames: ['service', 'source'] as const, registers: [this.registry], collect: () => this.#flushCells() })
+  readonly discoveryErrors = new Counter({ name: 'outrigger_discovery_errors_total', help: 'Failed reads of a registry.', labelNames: ['service', 'source'] as const, registers: [this.registry], collect: () => this.#flushCells() })
   readonly staleness: Gauge<'service'>
-  readonly inFlight = new Gauge({ name: 'outrigger_in_flight_requests', help: 'Requests being forwarded now.', labelNames: ['service'] as const, registers: [this.registry] })
+  readonly inFlight = new Gauge({ name: 'outrigger_in_flight_requests', help: 'Requests being forwarded now.', labelNames: ['service'] as const, registers: [this.registry], collect: () => this.#flushCells() })
   readonly healthChecks = new Counter({ name: 'outrigger_health_checks_total', help: 'Active health check probes, by endpoint and result (pass or fail).', labelNames: ['endpoint', 'result'] as const, registers: [this.registry] })
-  readonly ejections = new Counter({ name: 'outrigger_ejections_total', help: 'Ejections of an endpoint by passive health checking.', labelNames: ['service', 'endpoint'] as const, registers: [this.registry] })
-  readonly policyRejections = new Counter({ name: 'outrigger_policy_rejections_total', help: 'Requests refused by a traffic policy: circuit_breaker (503 overloaded) or rate_limit (429).', labelNames: ['service', 'policy'] as const, registers: [this.registry] })
+  readonly ejections = new Counter({ name: 'outrigger_ejections_total', help: 'Ejections of an endpoint by passive health checking.', labelNames: ['service', 'endpoint'] as const, registers: [this.registry], collect: () => this.#flushCells() })
+  readonly policyRejections = new Counter({ name: 'outrigger_policy_rejections_total', help: 'Requests refused by a traffic policy: circuit_breaker (503 overloaded) or rate_limit (429).', labelNames: ['service', 'policy'] as const, registers: [this.registry], collect: () => this.#flushCells() })
   readonly panic = new Gauge({ name: 'outrigger_panic', help: '1 while too few endpoints of the service are healthy and health is ignored (panic mode), else 0.', labelNames: ['service'] as const, registers: [this.registry] })
   readonly configReloads = new Counter({ name: 'outrigger_config_reloads_total', help: 'Config reloads (SIGHUP or a change of the config file), by result: success or failure (the running config was kept).', labelNames: ['result'] as const, registers: [this.registry] })
   readonly configLastReloadSuccessful = new Gauge({ name: 'outrigger_config_last_reload_successful', help: '1 if the last config reload succeeded (or none was tried), 0 if it was refused.', registers: [this.registry] })
   readonly configLastReloadSuccessTimestamp = new Gauge({ name: 'outrigger_config_last_reload_success_timestamp_seconds', help: 'When the running config was loaded (start or last successful reload), as a Unix time.', registers: [this.registry] })
 
   readonly #clusters = new Set<ServiceCluster>()
-  /** Label sets bound per service, for removal (see `bind`). */
-  readonly #bound = new Map<string, Array<{ metric: Counter<string>; labels: Record<string, string> }>>()
+  /** Bound series by service, then by metric and label set (see `bind`). */
+  readonly #bound = new Map<string, Map<string, Bound>>()
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'outrigger_' })
@@ -65,14 +76,51 @@ export class Metrics {
   }
 
   /**
-   * Binds a label child and remembers its label set. prom-client's `remove()` matches a full label
-   * set only, so series can be dropped later only if we know every set we created.
+   * The cell of a counter series (the same cell for the same series: a reload's new cluster and the
+   * old one's last requests add to one count). The series exists, at 0, from the next read of the
+   * registry. Remembering every bound label set is also what lets series be dropped later:
+   * prom-client's `remove()` matches a full label set only.
    */
-  bind<T extends string>(metric: Counter<T>, labels: Partial<Record<T, string>> & { service: string }): CounterChild {
-    let bound = this.#bound.get(labels.service)
-    if (bound === undefined) this.#bound.set(labels.service, (bound = []))
-    bound.push({ metric: metric, labels })
-    return metric.labels(labels as Partial<Record<T, string | number>>)
+  bind<T extends string>(metric: Counter<T>, labels: Partial<Record<T, string>> & { service: string }): CounterCell {
+    return this.#bind(metric, labels, () => new CounterCell())
+  }
+
+  /** The cell of a gauge series, as `bind` for counters. */
+  bindGauge<T extends string>(metric: Gauge<T>, labels: Partial<Record<T, string>> & { service: string }): GaugeCell {
+    return this.#bind(metric, labels, () => new GaugeCell()) as GaugeCell
+  }
+
+  #bind(metric: Counter<string> | Gauge<string>, labels: Record<string, string> & { service: string }, create: () => CounterCell): CounterCell {
+    let byKey = this.#bound.get(labels.service)
+    if (byKey === undefined) this.#bound.set(labels.service, (byKey = new Map<string, Bound>()))
+    let key = (metric as unknown as { name: string }).name
+    for (const name of Object.keys(labels).sort()) key += `\u0000${name}=${labels[name]}`
+    let bound = byKey.get(key)
+    if (bound === undefined) byKey.set(key, (bound = { metric, labels, cell: create(), exported: false }))
+    return bound.cell
+  }
+
+  /** Adds every cell's pending count to its metric: the `collect` of each metric with cells. */
+  #flushCells(): void {
+    for (const byKey of this.#bound.values()) {
+      for (const b of byKey.values()) {
+        if (b.cell.pending === 0 && b.exported) continue
+        b.metric.inc(b.labels, b.cell.pending)
+        b.cell.pending = 0
+        b.exported = true
+      }
+    }
+  }
+
+  /** Drops the bound series of `service` that `match` selects. */
+  #unbind(service: string, match: (b: Bound) => boolean): void {
+    const byKey = this.#bound.get(service)
+    if (byKey === undefined) return
+    for (const [key, b] of byKey) {
+      if (!match(b)) continue
+      b.metric.remove(b.labels)
+      byKey.delete(key)
+    }
   }
 
   /**
@@ -83,21 +131,14 @@ export class Metrics {
   replaceCluster(old: ServiceCluster, oldSource: string, newSource: string): void {
     this.#clusters.delete(old)
     if (oldSource === newSource) return
-    const bound = this.#bound.get(old.name)
-    if (bound === undefined) return
-    let kept = 0
-    for (const entry of bound) {
-      if (entry.labels.source === oldSource) entry.metric.remove(entry.labels)
-      else bound[kept++] = entry
-    }
-    bound.length = kept
+    this.#unbind(old.name, (b) => b.labels.source === oldSource)
   }
 
   /** Removes every series of a service that is gone (after a reload). */
   removeService(cluster: ServiceCluster): void {
     this.#clusters.delete(cluster)
     const service = cluster.name
-    for (const { metric, labels } of this.#bound.get(service) ?? []) metric.remove(labels)
+    this.#unbind(service, () => true)
     this.#bound.delete(service)
     for (const state of ENDPOINT_STATES) this.endpoints.remove({ service, state })
     for (const metric of [this.duration, this.retries, this.staleness, this.inFlight, this.panic] as const) metric.remove({ service })
@@ -128,16 +169,9 @@ export class Metrics {
 
   /** Removes the per-endpoint series (attempts, ejections) of an endpoint that left. */
   removeHost(service: string, host: Host): void {
-    const bound = this.#bound.get(service)
-    if (bound === undefined) return
-    let kept = 0
-    for (const entry of bound) {
-      if (entry.labels.endpoint === host.key) entry.metric.remove(entry.labels)
-      else bound[kept++] = entry
-    }
-    bound.length = kept
-    // A prom-client child is only its label set: an increment after remove() would bring the series
-    // back. The host is gone, so its late increments (a request finishing after) go nowhere.
+    this.#unbind(service, (b) => b.labels.endpoint === host.key)
+    // The host is gone, so its late increments (a request finishing after) go nowhere: its cells
+    // are no longer flushed, and none is bound again for it.
     hostCounters.set(host, null)
   }
 
@@ -159,38 +193,31 @@ export class Metrics {
   }
 }
 
-type CounterChild = ReturnType<Counter<string>['labels']>
-
 /** Per-host attempt counters, bound lazily on the first attempt of each outcome; null once removed. */
-const hostCounters = new WeakMap<Host, Map<AttemptOutcome, CounterChild> | null>()
+const hostCounters = new WeakMap<Host, Map<AttemptOutcome, CounterCell> | null>()
 
 /** The children of one service, bound once. */
 export class ServiceMetrics {
   readonly #metrics: Metrics
   readonly #service: string
-  readonly #byCode = new Map<number, CounterChild>()
-  readonly duration: ReturnType<Histogram<string>['labels']>
-  readonly retries: CounterChild
-  readonly inFlight: ReturnType<Gauge<string>['labels']>
-  readonly discoveryUpdates: CounterChild
-  readonly discoveryErrors: CounterChild
+  readonly #byCode = new Map<number, CounterCell>()
+  readonly duration: HistogramCell
+  readonly retries: CounterCell
+  readonly inFlight: GaugeCell
+  readonly discoveryUpdates: CounterCell
+  readonly discoveryErrors: CounterCell
 
   constructor(metrics: Metrics, service: string, source: string) {
     this.#metrics = metrics
     this.#service = service
-    this.duration = metrics.duration.labels(service)
-    this.retries = metrics.retries.labels(service)
-    this.inFlight = metrics.inFlight.labels(service)
+    // Bound series are exported at 0 from the start, so rate() and "absent" alerts work before the
+    // first retry or discovery error. A cluster rebuilt by a reload gets the same cells as the old
+    // one, whose requests still in flight will dec() what they inc()ed.
+    this.duration = metrics.duration.cell({ service })
+    this.retries = metrics.bind(metrics.retries, { service })
+    this.inFlight = metrics.bindGauge(metrics.inFlight, { service })
     this.discoveryUpdates = metrics.bind(metrics.discoveryUpdates, { service, source })
     this.discoveryErrors = metrics.bind(metrics.discoveryErrors, { service, source })
-    // Exported at 0 from the start (prom-client shows a child only once touched), so rate() and
-    // "absent" alerts work before the first retry or discovery error.
-    // inc(0), not set(0): a cluster rebuilt by a reload binds the same series while the old one's
-    // requests are still in flight, and each of them will dec() what it inc()ed.
-    this.inFlight.inc(0)
-    this.retries.inc(0)
-    this.discoveryUpdates.inc(0)
-    this.discoveryErrors.inc(0)
   }
 
   /** Counts an answered request by status code. */
