@@ -10,7 +10,12 @@
  * directory's fixed-rate and idle clients) and the upstreams (one nginx process) share CPU 1. The
  * "direct" row is wrk straight to one upstream, i.e. what CPU 1 can deliver by itself: a proxy
  * whose core is not busy near 100% was held back by CPU 1, not by itself. CPU µs per request is
- * read from the proxy's own utime + stime, so it holds when other work shares the machine.
+ * read from the proxy's own utime + stime (summed over its process tree: a primary and its workers),
+ * so it holds when other work shares the machine.
+ *
+ * The `workers` scenario is the exception: outrigger with `workers: 1` and with `workers: 2`, each
+ * allowed on CPUs 0 and 1 (WORKERS_CPUS), with the load generator and the upstreams still on CPU 1,
+ * compared by requests per CPU-second of all of outrigger's processes (issue 7).
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -20,7 +25,7 @@ import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { renderChart } from './lib/chart.ts'
-import { cpuBusyPercent, cpuTicks, processCpuMicros, processMemory } from './lib/proc.ts'
+import { cpuBusyPercent, cpuTicks, processMemory, processTreeCpuMicros, processTreeMemory } from './lib/proc.ts'
 import { runWrk, wrkScript } from './lib/wrk.ts'
 import type { WrkLoad } from './lib/wrk.ts'
 import { HAPROXY_MAX_CONNECTIONS, HOST_HEADER, POST_BODY_BYTES, STRATEGIES, startHaproxy, startNginx, startNodePeer, startOutrigger, startUpstreams } from './peers/peers.ts'
@@ -29,7 +34,7 @@ import { median } from './stats.ts'
 
 const PEERS = ['direct', 'outrigger', 'haproxy', 'nginx', 'fastify', 'http-proxy'] as const
 type Peer = (typeof PEERS)[number]
-const SCENARIOS = ['small', '64k', 'post', 'strategies', 'conns10k', 'latency'] as const
+const SCENARIOS = ['small', '64k', 'post', 'strategies', 'conns10k', 'latency', 'workers'] as const
 type Scenario = (typeof SCENARIOS)[number]
 
 const PROXY_CPU = 0
@@ -38,6 +43,10 @@ let upstreamPid = -1
 /** Leaves room below HAProxy's maxconn for the load's connections and the health checks. */
 const HAPROXY_MAX_IDLE_CLIENTS = HAPROXY_MAX_CONNECTIONS - 90
 const LOAD_CPU = 1
+/** The workers scenario: both outriggers (1 and 2 workers) may use the proxy CPU and the load CPU. */
+const WORKERS_CPUS = `${PROXY_CPU},${LOAD_CPU}`
+/** The worker counts the workers scenario compares. */
+const WORKER_COUNTS = [1, 2] as const
 const benchDir = import.meta.dirname
 const root = path.join(benchDir, '..')
 
@@ -125,6 +134,9 @@ interface Target {
   peer: Peer
   /** Idle clients it can hold beside a load of CONNECTIONS (HAProxy is capped by the fd limit). */
   maxClients?: number
+  /** A CPU list wider than PROXY_CPU (the workers scenario): the target shares the load CPU, so
+   * what else ran on the proxy CPU is not measured (`others` is NaN). */
+  cpus?: string
   start(up: Upstreams): Promise<RunningPeer>
 }
 
@@ -147,7 +159,13 @@ function target(peer: Peer, tools: Tools, strategy: Strategy = 'round-robin', la
   }
 }
 
+/** outrigger with `workers: n`, on WORKERS_CPUS whatever n is, so both counts get the same cores. */
+function workersTarget(tools: Tools, n: number): Target {
+  return { label: `outrigger/workers:${n}`, peer: 'outrigger', cpus: WORKERS_CPUS, start: (up) => startOutrigger(tools, WORKERS_CPUS, up, 'round-robin', [], n) }
+}
+
 function targetsFor(scenario: Scenario, tools: Tools): Target[] {
+  if (scenario === 'workers') return peers.includes('outrigger') ? WORKER_COUNTS.map((n) => workersTarget(tools, n)) : []
   if (scenario === 'strategies') {
     const out: Target[] = []
     if (peers.includes('outrigger')) for (const s of STRATEGIES) out.push(target('outrigger', tools, s, true))
@@ -164,6 +182,7 @@ const LOADS: Partial<Record<Scenario, WrkLoad>> = {
   post: { method: 'POST', path: '/post', host: HOST_HEADER, bodyBytes: POST_BODY_BYTES, hashKeys: 0 },
   strategies: { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 },
   conns10k: { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 },
+  workers: { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 },
 }
 const HASHED_LOAD: WrkLoad = { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 1000 }
 
@@ -177,15 +196,16 @@ interface Sample {
   p99Ms: number
   p999Ms: number
   errors: number
-  /** utime + stime of the proxy process per completed request. */
+  /** utime + stime of the proxy's processes (its pid and descendants) per completed request. */
   cpuUsPerReq: number
-  /** The proxy process's CPU time over wall time: near 100, it was the bottleneck. */
+  /** The proxy's CPU time over wall time: near 100, it was the bottleneck (above 100 with workers). */
   proxyCorePercent: number
   /** Busy percent of the proxy's CPU and of the load generator's CPU, whoever used them. */
   proxyCpuBusyPercent: number
   loadCpuBusyPercent: number
   /** Busy percent of the proxy's CPU not spent by the proxy: other work on the machine (for
-   * `direct`, whose process is on the load CPU, all of it). High: the round was contended. */
+   * `direct`, whose process is on the load CPU, all of it). High: the round was contended. NaN
+   * for a target spread over CPUs (Target.cpus), whose share of the proxy CPU is unknown. */
   othersOnProxyCpuPercent: number
   /** conns10k: resident memory while holding the idle clients, and per client above the baseline. */
   idleRssMB?: number
@@ -200,7 +220,8 @@ interface TargetResult {
   peer: Peer
   samples: Sample[]
   median: Sample
-  /** VmHWM at the end of the scenario (for `direct`: the upstreams' nginx). */
+  /** VmHWM at the end of the scenario, summed over the proxy's processes (for `direct`: the
+   * upstreams' nginx). */
   peakMB: number
 }
 
@@ -210,27 +231,36 @@ interface ScenarioResult {
   targets: TargetResult[]
 }
 
-async function measured(pid: number, run: () => Promise<{ requests: number; seconds: number; sample: Omit<Sample, 'cpuUsPerReq' | 'proxyCorePercent' | 'proxyCpuBusyPercent' | 'loadCpuBusyPercent' | 'othersOnProxyCpuPercent'> }>): Promise<Sample> {
-  const cpu0 = processCpuMicros(pid)
+/**
+ * Runs a load and charges the proxy with the CPU time of `pid` and its descendants (a primary and
+ * its node:cluster workers; a single process for every other peer). `aloneOnProxyCpu`: the proxy
+ * may only run on PROXY_CPU, so the rest of that CPU's busy time is other work.
+ */
+async function measured(
+  pid: number,
+  aloneOnProxyCpu: boolean,
+  run: () => Promise<{ requests: number; seconds: number; sample: Omit<Sample, 'cpuUsPerReq' | 'proxyCorePercent' | 'proxyCpuBusyPercent' | 'loadCpuBusyPercent' | 'othersOnProxyCpuPercent'> }>,
+): Promise<Sample> {
+  const cpu0 = processTreeCpuMicros(pid)
   const ticks0 = cpuTicks()
   const t0 = performance.now()
   const r = await run()
   const wallUs = (performance.now() - t0) * 1000
-  const cpu = processCpuMicros(pid) - cpu0
+  const cpu = processTreeCpuMicros(pid) - cpu0
   const busy = cpuBusyPercent(ticks0, cpuTicks())
   const proxyCorePercent = (100 * cpu) / wallUs
   return {
     ...r.sample,
     cpuUsPerReq: r.requests > 0 ? cpu / r.requests : Number.NaN,
     proxyCorePercent,
-    othersOnProxyCpuPercent: Math.max(0, (busy[PROXY_CPU] ?? Number.NaN) - (pid === upstreamPid ? 0 : proxyCorePercent)),
+    othersOnProxyCpuPercent: aloneOnProxyCpu ? Math.max(0, (busy[PROXY_CPU] ?? Number.NaN) - (pid === upstreamPid ? 0 : proxyCorePercent)) : Number.NaN,
     proxyCpuBusyPercent: busy[PROXY_CPU] ?? Number.NaN,
     loadCpuBusyPercent: busy[LOAD_CPU] ?? Number.NaN,
   }
 }
 
-function wrkSample(tools: { wrk: string }, script: string, port: number, connections: number, seconds: number, pid: number): Promise<Sample> {
-  return measured(pid, async () => {
+function wrkSample(tools: { wrk: string }, script: string, port: number, connections: number, seconds: number, pid: number, aloneOnProxyCpu = true): Promise<Sample> {
+  return measured(pid, aloneOnProxyCpu, async () => {
     const w = await runWrk(tools.wrk, LOAD_CPU, script, port, connections, seconds)
     return { requests: w.requests, seconds: w.seconds, sample: { rps: w.rps, p50Ms: w.p50Ms, p99Ms: w.p99Ms, p999Ms: w.p999Ms, errors: w.errors } }
   })
@@ -248,7 +278,7 @@ function runClient(file: string, args: readonly string[]): Promise<string> {
 }
 
 function fixedRateSample(port: number, rate: number, seconds: number, pid: number): Promise<Sample> {
-  return measured(pid, async () => {
+  return measured(pid, true, async () => {
     const out = await runClient('fixed-rate.ts', [`127.0.0.1:${port}`, HOST_HEADER, '/', String(rate), String(seconds), String(CONNECTIONS)])
     const r = JSON.parse(out) as { completed: number; errors: number; seconds: number; latenciesUs: { p50: number; p99: number; p999: number } }
     return {
@@ -340,12 +370,12 @@ async function runScenario(
         const p = running[i] ?? (await targets[i]!.start(up))
         const s = await measure(targets[i]!, p)
         if (fresh) {
-          peaks[i]!.push(processMemory(p.pid).hwmBytes / 2 ** 20)
+          peaks[i]!.push(processTreeMemory(p.pid).hwmBytes / 2 ** 20)
           await p.stop()
         }
         samples[i]!.push(s)
         console.log(
-          `  round ${round + 1} ${targets[i]!.label.padEnd(28)} ${s.rps.toFixed(0).padStart(7)} req/s  p99 ${s.p99Ms.toFixed(2)} ms  ${s.cpuUsPerReq.toFixed(1)} µs/req  core ${s.proxyCorePercent.toFixed(0)}%  others on cpu${PROXY_CPU} ${s.othersOnProxyCpuPercent.toFixed(0)}%  cpu${LOAD_CPU} ${s.loadCpuBusyPercent.toFixed(0)}%${s.errors > 0 ? `  errors ${s.errors}` : ''}${s.idleRssMB !== undefined ? `  idle RSS ${s.idleRssMB.toFixed(1)} MB` : ''}`,
+          `  round ${round + 1} ${targets[i]!.label.padEnd(28)} ${s.rps.toFixed(0).padStart(7)} req/s  p99 ${s.p99Ms.toFixed(2)} ms  ${s.cpuUsPerReq.toFixed(1)} µs/req  core ${s.proxyCorePercent.toFixed(0)}%  ${targets[i]!.cpus === undefined ? `others on cpu${PROXY_CPU} ${f(s.othersOnProxyCpuPercent)}%` : `cpu${PROXY_CPU} ${f(s.proxyCpuBusyPercent)}%`}  cpu${LOAD_CPU} ${s.loadCpuBusyPercent.toFixed(0)}%${s.errors > 0 ? `  errors ${s.errors}` : ''}${s.idleRssMB !== undefined ? `  idle RSS ${s.idleRssMB.toFixed(1)} MB` : ''}`,
         )
       }
     }
@@ -357,7 +387,7 @@ async function runScenario(
         peer: t.peer,
         samples: samples[i]!,
         median: medianSample(samples[i]!),
-        peakMB: fresh ? median(peaks[i]!) : processMemory(running[i]!.pid).hwmBytes / 2 ** 20,
+        peakMB: fresh ? median(peaks[i]!) : processTreeMemory(running[i]!.pid).hwmBytes / 2 ** 20,
       })),
     }
   } finally {
@@ -432,6 +462,16 @@ function targetsSummary(results: readonly ScenarioResult[]): string[] {
     const best = bestP99(lo) - bestP99(ld)
     out.push(`outrigger p99 added at ${f(lo.median.rate)} req/s: median ${f(added, 2)} ms, quietest round ${f(best, 2)} ms (target < 1 ms: ${check(added < 1)})`)
   }
+  const w1 = get('workers', 'outrigger/workers:1')
+  const w2 = get('workers', 'outrigger/workers:2')
+  if (w1 !== undefined && w2 !== undefined) {
+    // Requests per CPU-second = 1e6 / CPU µs per request, CPU summed over the primary and its workers.
+    const perCpuS1 = 1e6 / w1.median.cpuUsPerReq
+    const perCpuS2 = 1e6 / w2.median.cpuUsPerReq
+    const r = perCpuS2 / perCpuS1
+    out.push(`outrigger workers: 2 vs 1: ${f(perCpuS2)} vs ${f(perCpuS1)} requests per CPU-second, ×${f(r, 2)} (target ≥ 1: ${check(r >= 1)})`)
+    out.push(`  req/s ${f(w2.median.rps)} vs ${f(w1.median.rps)} (×${f(w2.median.rps / w1.median.rps, 2)}), both on CPUs ${WORKERS_CPUS} beside the load on CPU ${LOAD_CPU}`)
+  }
   const io = get('conns10k', 'outrigger')
   if (io?.median.idleRssMB !== undefined) out.push(`outrigger RSS holding ${f(io.median.idleOpen)} idle keep-alive clients: ${f(io.median.idleRssMB, 1)} MB (target < 150 MB: ${check(io.median.idleRssMB < 150)})`)
   return out
@@ -470,6 +510,7 @@ try {
     strategies: `outrigger's strategies, small GETs (consistent-hash on header x-user, 1,000 values), ${CONNECTIONS} connections`,
     conns10k: `RSS of a fresh process holding ${IDLE_CLIENTS} idle keep-alive clients (HAProxy: ${HAPROXY_MAX_IDLE_CLIENTS}), then small GETs on ${CONNECTIONS} more connections meanwhile (no warm-up)`,
     latency: 'fixed-rate GETs (half of outrigger\'s max), latency from each request\'s due time',
+    workers: `outrigger with workers: 1 and workers: 2, each on CPUs ${WORKERS_CPUS} (the load's CPU too), small GETs, ${CONNECTIONS} connections; CPU of the primary and its workers`,
   }
 
   for (const name of scenarios) {
@@ -507,7 +548,7 @@ try {
       const script = scripts.get(name)!
       const hashed = scripts.get('hashed')!
       const scriptFor = (t: Target): string => (t.label === 'outrigger/consistent-hash' ? hashed : script)
-      const r = await runScenario(name, describe[name], targets, up, (t, p) => wrkSample(found, scriptFor(t), p.port, CONNECTIONS, SECONDS, p.pid), warmWith(script))
+      const r = await runScenario(name, describe[name], targets, up, (t, p) => wrkSample(found, scriptFor(t), p.port, CONNECTIONS, SECONDS, p.pid, t.cpus === undefined), warmWith(script))
       results.push(r)
       if (name === 'small') outriggerMaxRps = r.targets.find((t) => t.label === 'outrigger')?.median.rps
     }
@@ -517,7 +558,7 @@ try {
 }
 
 const loadAverageAfter = os.loadavg()
-console.log(`\nMedians of ${ROUNDS} round(s) of ${SECONDS} s. core % = the proxy process's CPU time over wall time (near 100: the proxy was the bottleneck); cpu${LOAD_CPU} % = how busy the load generator's CPU was (near 100: the load side was).`)
+console.log(`\nMedians of ${ROUNDS} round(s) of ${SECONDS} s. core % = the proxy's CPU time (its processes) over wall time (near 100: the proxy was the bottleneck; up to 200 in workers, on two CPUs shared with the load); cpu${LOAD_CPU} % = how busy the load generator's CPU was (near 100: the load side was).`)
 console.log(`Load average before ${loadAverageBefore.map((x) => x.toFixed(2)).join(' ')}, after ${loadAverageAfter.map((x) => x.toFixed(2)).join(' ')}.\n`)
 for (const r of results) console.log(`${table(r)}\n`)
 const summary = targetsSummary(results)
@@ -536,7 +577,7 @@ if (!opts['no-save']) {
         startedAt: startedAt.toISOString(),
         machine: { cpus: os.availableParallelism(), cpuModel: os.cpus()[0]?.model, kernel: os.release(), loadAverageBefore, loadAverageAfter },
         versions: { node: process.version, peers: found.versions.split('\n') },
-        options: { rounds: ROUNDS, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, connections: CONNECTIONS, idleClients: IDLE_CLIENTS, proxyCpu: PROXY_CPU, loadCpu: LOAD_CPU, upstreamCpu, quick: opts.quick },
+        options: { rounds: ROUNDS, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, connections: CONNECTIONS, idleClients: IDLE_CLIENTS, proxyCpu: PROXY_CPU, loadCpu: LOAD_CPU, upstreamCpu, workersCpus: WORKERS_CPUS, quick: opts.quick },
         scenarios: results,
         targets: summary,
       },
@@ -547,7 +588,7 @@ if (!opts['no-save']) {
   writeFileSync(
     svg,
     renderChart(
-      `outrigger and peers, one core each (${startedAt.toISOString().slice(0, 16)}Z, medians of ${ROUNDS} × ${SECONDS} s)`,
+      `outrigger and peers, one core each${results.some((r) => r.name === 'workers') ? ` (workers: CPUs ${WORKERS_CPUS})` : ''} (${startedAt.toISOString().slice(0, 16)}Z, medians of ${ROUNDS} × ${SECONDS} s)`,
       results.map((r) => ({ scenario: r.name === 'latency' ? `${r.name} (rate-limited: req/s is the rate)` : r.name, rows: r.targets.map((t) => ({ label: t.label, rps: t.median.rps, cpuUsPerReq: t.median.cpuUsPerReq })) })),
     ),
   )

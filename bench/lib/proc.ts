@@ -1,16 +1,72 @@
-/** What the harness reads from /proc: a process's own CPU time and memory, and each CPU's busy time. */
-import { readFileSync } from 'node:fs'
+/** What the harness reads from /proc: a process's (or a process tree's) CPU time and memory, and each CPU's busy time. */
+import { readdirSync, readFileSync } from 'node:fs'
 
 /** Clock ticks per second of /proc's CPU times (USER_HZ: 100 on Linux for every architecture in use). */
 const USER_HZ = 100
 
 /** utime + stime of `pid` (all its threads), in microseconds. Resolution: 10 ms. */
 export function processCpuMicros(pid: number): number {
+  const fields = statFields(pid)
+  // Fields 14 and 15 of stat(5) are utime and stime.
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / USER_HZ
+}
+
+/** The fields of /proc/PID/stat after the command name: field 3 of stat(5) is at index 0. */
+function statFields(pid: number): string[] {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // Fields 14 and 15 of stat(5) are utime and stime; after the name, field 3 is at index 0.
-  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / USER_HZ
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+}
+
+/** `pid`'s children, forked by any of its threads (/proc/PID/task/TID/children). */
+function childPids(pid: number): number[] {
+  const out: number[] = []
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let children: string
+    try {
+      children = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8')
+    } catch {
+      continue // the thread ended meanwhile
+    }
+    for (const c of children.trim().split(' ')) if (c !== '') out.push(Number(c))
+  }
+  return out
+}
+
+/** `pid` and all its living descendants, `pid` first. */
+export function processTree(pid: number): number[] {
+  const out = [pid]
+  for (let i = 0; i < out.length; i++) {
+    try {
+      out.push(...childPids(out[i]!))
+    } catch {
+      // a descendant that exited meanwhile has no task folder; the root's absence shows below
+    }
+  }
+  return out
+}
+
+/**
+ * CPU time of `pid` and all its descendants (node:cluster workers, nginx's workers), in
+ * microseconds: each living process's utime + stime, plus cutime + cstime, the time of children it
+ * has already reaped (a worker restarted during a measurement still counts). A process without
+ * children gives what processCpuMicros does. Throws when `pid` itself is gone; a descendant that
+ * exits between the listing and the read is left out.
+ */
+export function processTreeCpuMicros(pid: number): number {
+  let ticks = 0
+  for (const p of processTree(pid)) {
+    let fields: string[]
+    try {
+      fields = statFields(p)
+    } catch (err) {
+      if (p === pid) throw err
+      continue
+    }
+    // Fields 14–17 of stat(5): utime, stime, cutime, cstime.
+    ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])
+  }
+  return (ticks * 1e6) / USER_HZ
 }
 
 /** VmRSS and VmHWM (peak resident set) of `pid`, in bytes. */
@@ -21,6 +77,25 @@ export function processMemory(pid: number): { rssBytes: number; hwmBytes: number
     return m === null ? Number.NaN : Number(m[1]) * 1024
   }
   return { rssBytes: kib('VmRSS'), hwmBytes: kib('VmHWM') }
+}
+
+/** VmRSS and VmHWM summed over `pid` and its descendants (see processTree), in bytes. The sum of
+ * peaks is an upper bound of the tree's peak: the processes need not have peaked together. */
+export function processTreeMemory(pid: number): { rssBytes: number; hwmBytes: number } {
+  let rssBytes = 0
+  let hwmBytes = 0
+  for (const p of processTree(pid)) {
+    let m: { rssBytes: number; hwmBytes: number }
+    try {
+      m = processMemory(p)
+    } catch (err) {
+      if (p === pid) throw err
+      continue
+    }
+    rssBytes += m.rssBytes
+    hwmBytes += m.hwmBytes
+  }
+  return { rssBytes, hwmBytes }
 }
 
 /** Busy and total ticks per CPU, from /proc/stat (idle and iowait count as not busy). */

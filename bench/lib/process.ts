@@ -14,8 +14,8 @@ export interface Started {
   stop(): Promise<void>
 }
 
-/** Starts `command` on CPU `cpu` (taskset), stdout and stderr to `logFile`. */
-export function startPinned(cpu: number, command: string, args: readonly string[], logFile: string, cwd?: string): Started {
+/** Starts `command` on CPU `cpu`, or on a CPU list such as "0,1" (taskset -c), stdout and stderr to `logFile`. */
+export function startPinned(cpu: number | string, command: string, args: readonly string[], logFile: string, cwd?: string): Started {
   const log = openSync(logFile, 'a')
   const child = spawn('taskset', ['-c', String(cpu), command, ...args], { stdio: ['ignore', log, log], cwd })
   if (child.pid === undefined) throw new Error(`could not start ${command}`)

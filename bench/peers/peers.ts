@@ -101,7 +101,7 @@ ${servers}
   return { ports, server }
 }
 
-async function launch(name: string, tools: Tools, cpu: number, command: string, args: string[], cwd?: string, port?: number): Promise<RunningPeer> {
+async function launch(name: string, tools: Tools, cpu: number | string, command: string, args: string[], cwd?: string, port?: number): Promise<RunningPeer> {
   const listen = port ?? (await freePort())
   const log = path.join(tools.dir, `${name}.log`)
   const started = startPinned(cpu, command, args, log, cwd)
@@ -132,19 +132,24 @@ function builtCli(tools: Tools): { script: string; flags: string[] } {
 
 /**
  * outrigger as a real `outrigger run` process of the built CLI (see builtCli), full features on
- * except the access log; `nodeFlags` go to node after the bin's own (`--cpu-prof`).
+ * except the access log; `nodeFlags` go to node after the bin's own (`--cpu-prof`). `cpu` is a CPU
+ * or a taskset CPU list ("0,1"). With `workers` > 1 the config says `workers: N`: the returned pid
+ * is the primary's, and the node:cluster workers (which inherit the node flags and the CPU list)
+ * are its children.
  */
-export async function startOutrigger(tools: Tools, cpu: number, up: Upstreams, strategy: Strategy, nodeFlags: readonly string[] = []): Promise<RunningPeer> {
+export async function startOutrigger(tools: Tools, cpu: number | string, up: Upstreams, strategy: Strategy, nodeFlags: readonly string[] = [], workers = 1): Promise<RunningPeer> {
   const port = await freePort()
   const admin = await freePort()
   const endpoints = up.ports.map((p, i) => `      - { address: 127.0.0.1, port: ${p}, weight: ${strategy === 'weighted' ? WEIGHTS[i] : 1} }`).join('\n')
-  const config = path.join(tools.dir, `outrigger-${strategy}.yaml`)
+  // A name of its own per worker count: two outriggers of one scenario must not share a config file.
+  const name = `outrigger-${strategy}${workers > 1 ? `-workers${workers}` : ''}`
+  const config = path.join(tools.dir, `${name}.yaml`)
   writeFileSync(
     config,
     `listen: 127.0.0.1:${port}
 admin: 127.0.0.1:${admin}
 accessLog: false
-services:
+${workers > 1 ? `workers: ${workers}\n` : ''}services:
   ${HOST_HEADER}:
     source: static
     strategy: ${strategy}
@@ -157,7 +162,7 @@ ${endpoints}
 `,
   )
   const cli = builtCli(tools)
-  return launch(`outrigger-${strategy}`, tools, cpu, tools.node, [...cli.flags, ...nodeFlags, cli.script, 'run', '-c', config, '--log-level', 'warn'], tools.root, port)
+  return launch(name, tools, cpu, tools.node, [...cli.flags, ...nodeFlags, cli.script, 'run', '-c', config, '--log-level', 'warn'], tools.root, port)
 }
 
 /**

@@ -71,7 +71,7 @@ export class CellHistogram<T extends string> extends Histogram<T> {
     this.#name = config.name
     this.#help = config.help
     // prom-client's constructor sets `observe` on the instance, which would hide the method below.
-    this.observe = CellHistogram.prototype.observe
+    Reflect.deleteProperty(this, 'observe')
   }
 
   #key(labels: LabelValues<T>): string {
