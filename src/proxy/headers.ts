@@ -7,23 +7,27 @@
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
 
 /** True for a lower-cased header name that must not cross the proxy (the contract's list). */
-function isHopByHop(lower: string, named: Set<string> | null): boolean {
+export function isHopByHop(lower: string, named: Set<string> | null): boolean {
   return HOP_BY_HOP.has(lower) || lower.startsWith('proxy-') || (named !== null && named.has(lower))
 }
 
 /** Connection may name extension headers as hop-by-hop, but never these (the Host header is kept). */
 const NEVER_CONNECTION_TOKENS = new Set(['close', 'keep-alive', 'upgrade', 'host'])
 
+/** Adds the header names one Connection header `value` lists to `tokens` (created when needed). */
+export function addConnectionTokens(value: string, tokens: Set<string> | null): Set<string> | null {
+  for (const token of value.split(',')) {
+    const name = token.trim().toLowerCase()
+    if (name !== '' && !NEVER_CONNECTION_TOKENS.has(name)) (tokens ??= new Set()).add(name)
+  }
+  return tokens
+}
+
 /** Names listed in Connection headers: they are hop-by-hop too. Null when there are none (the usual case). */
 function connectionTokens(raw: readonly string[]): Set<string> | null {
   let tokens: Set<string> | null = null
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') {
-      for (const token of raw[i + 1]!.split(',')) {
-        const name = token.trim().toLowerCase()
-        if (name !== '' && !NEVER_CONNECTION_TOKENS.has(name)) (tokens ??= new Set()).add(name)
-      }
-    }
+    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') tokens = addConnectionTokens(raw[i + 1]!, tokens)
   }
   return tokens
 }

@@ -3,6 +3,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { CHUNKED_ERROR, ChunkedScanner, Framing, parseRequestHead, parseResponseHead } from '../../src/proxy/fast/http1.ts'
+import { downstreamResponseHeaders } from '../../src/proxy/headers.ts'
 import { prng } from '../support/prng.ts'
 import type { RequestHead } from '../../src/proxy/fast/http1.ts'
 
@@ -575,6 +576,42 @@ describe('parseResponseHead', () => {
       assert.equal(parseResponseHead(text, false), null, JSON.stringify(text))
     })
   }
+
+  it('passes on exactly the headers downstreamResponseHeaders (the slow path) passes on', () => {
+    const random = prng(11)
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
+    const names = ['Content-Type', 'Server', 'Date', 'Set-Cookie', 'set-cookie', 'X-Trace', 'x-foo', 'Vary', 'Connection', 'connection', 'Keep-Alive', 'TE', 'te', 'Trailer', 'Upgrade', 'UPGRADE', 'Proxy-Authenticate', 'proxy-x', 'Proxy-Connection', 'Proxy', 'Transfer-Encoding', 'Content-Length', 'Cache-Control', 'ETag', 'Pragma', 'Px', 'Te-X']
+    const values: Record<string, readonly string[]> = {
+      connection: ['keep-alive', 'close', 'X-Trace', 'x-foo, Vary', 'Keep-Alive, Server', 'upgrade', 'host, Date'],
+      'transfer-encoding': ['chunked'],
+      'content-length': ['5'],
+    }
+    let withConnectionTokens = 0
+    for (let c = 0; c < 2000; c++) {
+      const raw: string[] = []
+      let hasLength = false
+      let hasTe = false
+      const count = Math.floor(random() * 8)
+      for (let i = 0; i < count; i++) {
+        const name = pick(names)
+        const lower = name.toLowerCase()
+        // At most one framing header, so every head here is one the parser accepts.
+        if (lower === 'content-length' || lower === 'transfer-encoding') {
+          if (hasLength || hasTe) continue
+          if (lower === 'content-length') hasLength = true
+          else hasTe = true
+        }
+        const value = pick(values[lower] ?? ['v', 'a b', '', 'caf\xe9'])
+        raw.push(name, value)
+      }
+      const text = head('HTTP/1.1 200 OK', ...Array.from({ length: raw.length / 2 }, (_, i) => `${raw[2 * i]}: ${raw[2 * i + 1]}`))
+      const parsed = parseResponseHead(text, false)
+      assert.ok(parsed !== null, JSON.stringify(text))
+      assert.deepEqual(parsed.headers, downstreamResponseHeaders(raw), JSON.stringify(text))
+      if (raw.some((x, i) => i % 2 === 0 && x.toLowerCase() === 'connection' && /x-|vary|server|date/i.test(raw[i + 1]!))) withConnectionTokens++
+    }
+    assert.ok(withConnectionTokens > 100, `only ${withConnectionTokens} heads named headers in Connection`)
+  })
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@
  * (test/proxy/fast-http1.test.ts checks that against node's own parser).
  */
 
+import { addConnectionTokens, isHopByHop } from '../headers.ts'
+
 /** `tchar` of RFC 9110 §5.6.2: 1 for bytes allowed in a header name or method. */
 const TCHAR = new Uint8Array(256)
 for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1
@@ -157,7 +159,11 @@ export interface ResponseHead {
   readonly status: number
   /** `HTTP/1.1 200 OK`: the status line, with the version the proxy speaks. */
   readonly statusLine: string
-  /** `[name, value, ...]` as sent. */
+  /**
+   * `[name, value, ...]` as sent, less the hop-by-hop ones: what goes on to the client, the same
+   * list headers.ts's downstreamResponseHeaders gives (found here, in the one pass over the head,
+   * because most names can be ruled out by their length without lower-casing them).
+   */
   readonly headers: string[]
   readonly framing: Framing
   /** Body bytes for Framing.LENGTH. */
@@ -192,27 +198,18 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   let keepAliveMs = -1
   const end = text.length - 2
   let pos = lineEnd + 2
+  let named: Set<string> | null = null
   while (pos < end) {
     pos = readField(text, pos, end)
     if (pos === -1) return null
     const name = field.name
     const value = field.value
-    switch (name.length) {
-      case 16:
-        if (name.toLowerCase() === 'proxy-connection' && value.toLowerCase().includes('close')) close = true
-        break
-      case 10:
-        if (name.toLowerCase() === 'connection') {
-          const tokens = value.toLowerCase()
-          if (tokens.includes('close')) close = true
-          else if (minor === 48 && tokens.includes('keep-alive')) close = false
-        } else if (name.toLowerCase() === 'keep-alive') {
-          const m = /timeout\s*=\s*(\d+)/i.exec(value)
-          if (m !== null) keepAliveMs = Number(m[1]) * 1000
-        }
-        break
-      case 14:
-        if (name.toLowerCase() === 'content-length') {
+    const n = name.length
+    // Only these lengths, and proxy-*, can be a name this parse or the hop-by-hop list cares about.
+    if (n === 2 || n === 7 || n === 10 || n === 14 || n === 17 || (n > 6 && (name.charCodeAt(0) | 0x20) === 0x70)) {
+      const lower = name.toLowerCase()
+      switch (lower) {
+        case 'content-length': {
           if (value.length === 0 || value.length > 15) return null
           for (let i = 0; i < value.length; i++) {
             const c = value.charCodeAt(i)
@@ -221,17 +218,42 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
           // Even a repeated equal one: node's client refuses it, so a client behind us would too.
           if (contentLength !== -1) return null
           contentLength = Number(value)
+          break
         }
-        break
-      case 17:
-        if (name.toLowerCase() === 'transfer-encoding') {
+        case 'connection': {
+          const tokens = value.toLowerCase()
+          if (tokens.includes('close')) close = true
+          else if (minor === 48 && tokens.includes('keep-alive')) close = false
+          named = addConnectionTokens(value, named)
+          continue
+        }
+        case 'keep-alive': {
+          const m = /timeout\s*=\s*(\d+)/i.exec(value)
+          if (m !== null) keepAliveMs = Number(m[1]) * 1000
+          continue
+        }
+        case 'transfer-encoding':
           transferEncoding = true
           // Chunked must be the last coding; anything else is delimited by the connection's close.
           chunked = /(?:^|,)\s*chunked\s*$/i.test(value)
-        }
-        break
+          continue
+        case 'proxy-connection':
+          if (value.toLowerCase().includes('close')) close = true
+          continue
+      }
+      if (isHopByHop(lower, null)) continue
     }
     headers.push(name, value)
+  }
+  // Names a Connection header listed are hop-by-hop too (rare: a second pass only then).
+  if (named !== null) {
+    let kept = 0
+    for (let i = 0; i < headers.length; i += 2) {
+      if (named.has(headers[i]!.toLowerCase())) continue
+      headers[kept++] = headers[i]!
+      headers[kept++] = headers[i + 1]!
+    }
+    headers.length = kept
   }
   // Both Content-Length and Transfer-Encoding: ambiguous framing, refused like llhttp does.
   if (transferEncoding && contentLength !== -1) return null

@@ -8,7 +8,7 @@ import { statusClass } from '../../observability/metrics.ts'
 import type { LimitsConfig } from '../../config/types.ts'
 import type { ErrorCode } from '../errors.ts'
 import { ERROR_STATUS, errorBody, REASON } from '../errors.ts'
-import { downstreamResponseHeaders, upstreamRequestHeaders } from '../headers.ts'
+import { upstreamRequestHeaders } from '../headers.ts'
 import type { CompiledHeaderRewrite } from '../header-rewrite.ts'
 import { applyHeaderRewrite } from '../header-rewrite.ts'
 import type { ServiceRuntime } from '../service-runtime.ts'
@@ -607,7 +607,7 @@ export class FastExchange implements UpstreamUser {
     const client = this.#client
     if (head.framing === Framing.CLOSE) client.closeAfter = true
     const route = this.#route!
-    const headers = downstreamResponseHeaders(head.headers)
+    const headers = head.headers // hop-by-hop ones already left out by the parse
     if (route.responseHeaders !== null) applyHeaderRewrite(headers, route.responseHeaders)
     const service = route.service
     const sticky = service.stickyCookie
