@@ -1,7 +1,8 @@
 /**
  * The upstreams and the proxies bench/compare.ts measures, each configured the same way: one core,
- * one thread or worker, keep-alive on both sides, round-robin over the same three upstreams, and
- * routing by `Host: up`. Configs are written to the run's temporary folder.
+ * one thread or worker (except outrigger's `workers` argument, for compare.ts's workers scenario),
+ * keep-alive on both sides, round-robin over the same three upstreams, and routing by `Host: up`.
+ * Configs are written to the run's temporary folder.
  */
 import { spawnSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
