@@ -2,9 +2,10 @@
 // The flag caps V8's young generation at 8 MB per semi-space (Node 24's default grows to 32 MB).
 // A burst of new connections makes V8 grow it and the touched pages stay resident: holding 10,000
 // idle clients costs 144 MB of RSS by default and 118 MB with the cap, at the same requests per
-// second (bench/README.md, "Memory"). The Dockerfile's ENTRYPOINT passes the same flag, and
-// test/packaging/dockerfile.test.ts holds the two together. NODE_OPTIONS or an explicit
-// `node --max-semi-space-size=N dist/cli.js` overrides it.
+// second (bench/README.md, "Memory: what holding 10,000 idle clients costs outrigger"). The
+// Dockerfile's ENTRYPOINT passes the same flag; test/packaging/dockerfile.test.ts holds the two
+// together. To choose another size, run `node --max-semi-space-size=N dist/cli.js`: a flag here
+// on the command line wins over one in NODE_OPTIONS.
 import { parseArgs } from 'node:util'
 import type { ParseArgsOptionsConfig } from 'node:util'
 import { request } from 'undici'
