@@ -80,6 +80,13 @@ export class CellHistogram<T extends string> extends Histogram<T> {
     return key
   }
 
+  /** prom-client's two ways to name a series: one labels object, or the values in labelNames order. */
+  #labelsOf(args: readonly unknown[]): LabelValues<T> {
+    const [first] = args
+    if (args.length === 1 && typeof first === 'object' && first !== null) return first
+    return Object.fromEntries(this.#labelNames.map((n, i) => [n, args[i]])) as LabelValues<T>
+  }
+
   /** The series of `labels`, created (at zero) on first use. */
   cell(labels: LabelValues<T>): HistogramCell {
     const key = this.#key(labels)
@@ -102,8 +109,7 @@ export class CellHistogram<T extends string> extends Histogram<T> {
   }
 
   override labels(...args: unknown[]): ReturnType<Histogram<T>['labels']> {
-    const labels = (args.length === 1 && typeof args[0] === 'object' && args[0] !== null ? args[0] : Object.fromEntries(this.#labelNames.map((n, i) => [n, args[i]]))) as LabelValues<T>
-    const cell = this.cell(labels)
+    const cell = this.cell(this.#labelsOf(args))
     return {
       observe: (value: number) => cell.observe(value),
       startTimer: () => {
@@ -122,8 +128,7 @@ export class CellHistogram<T extends string> extends Histogram<T> {
   }
 
   override remove(...args: unknown[]): void {
-    const labels = (args.length === 1 && typeof args[0] === 'object' && args[0] !== null ? args[0] : Object.fromEntries(this.#labelNames.map((n, i) => [n, args[i]]))) as LabelValues<T>
-    this.#cells.delete(this.#key(labels))
+    this.#cells.delete(this.#key(this.#labelsOf(args)))
   }
 
   override reset(): void {
