@@ -46,7 +46,8 @@ import type { ServiceView } from '../src/admin/services-view.ts'
 import { closedPort, residentMemory, startCli } from '../integration/helpers.ts'
 import type { RunningCli } from '../integration/helpers.ts'
 import { registryBinaries, startConsul, startEtcd } from '../integration/registries/servers.ts'
-import { percentile } from './stats.ts'
+import { percentile, printChecks } from './stats.ts'
+import type { Check } from './stats.ts'
 import { prng } from '../test/support/prng.ts'
 
 const CHANGES = Number(process.env.CHANGES ?? 100)
@@ -711,12 +712,6 @@ try {
 
 // --- report ------------------------------------------------------------------------------------------
 
-interface Check {
-  what: string
-  target: string
-  measured: string
-  ok: boolean
-}
 const checks: Check[] = []
 
 function latencyRow(label: string, xs: readonly number[]): string {
@@ -791,11 +786,5 @@ if (scale.length > 0) {
   }
 }
 
-if (checks.length > 0) {
-  const width = Math.max(...checks.map((c) => c.what.length))
-  console.log(`\nsummary${' '.repeat(width - 5)}target      measured   result`)
-  for (const c of checks) console.log(`  ${c.what.padEnd(width)}  ${c.target.padEnd(10)}  ${pad(c.measured, 9)}   ${c.ok ? 'pass' : 'MISSED'}`)
-  const missed = checks.filter((c) => !c.ok).length
-  console.log(missed === 0 ? '\nevery target met' : `\nMISSED: ${missed} of ${checks.length} targets (figures only; not asserted)`)
-}
+if (checks.length > 0) printChecks(checks)
 console.log(`\ntotal ${seconds(performance.now() - startedAt)} (${path.relative(root, import.meta.filename)})`)

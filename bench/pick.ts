@@ -32,7 +32,8 @@ import type { Balancer, PickContext, Picker } from '../src/balancer/types.ts'
 import { WeightedBalancer } from '../src/balancer/weighted.ts'
 import type { ClusterLoad } from '../src/cluster/host.ts'
 import { Host } from '../src/cluster/host.ts'
-import { median } from './stats.ts'
+import { median, printChecks } from './stats.ts'
+import type { Check } from './stats.ts'
 
 const RUNS = Number(process.env.RUNS ?? 7)
 const WARMUP_RUNS = 2
@@ -247,12 +248,6 @@ for (const r of results) {
   console.log(`  ${r.name.padEnd(32)} GCs during ${int(GC_CHECK_PICKS)} picks: ${gcs}${gcs === 0 ? '' : '   <-- ALLOCATES in pick()'}`)
 }
 
-interface Check {
-  what: string
-  target: string
-  measured: string
-  ok: boolean
-}
 const checks: Check[] = []
 for (const r of results) {
   const at = r.sizes.find((s) => s.endpoints === TARGET_PICK_AT)
@@ -266,8 +261,4 @@ for (const r of results) {
     checks.push({ what: `${r.name}: rebuild −1 endpoint at ${int(TARGET_REBUILD_AT)}`, target: `< ${TARGET_HASH_REBUILD_MS} ms`, measured: `${ms(big.rebuildMs)} ms`, ok: big.rebuildMs < TARGET_HASH_REBUILD_MS })
   }
 }
-const width = Math.max(...checks.map((c) => c.what.length))
-console.log(`\nsummary${' '.repeat(width - 5)}target      measured   result`)
-for (const c of checks) console.log(`  ${c.what.padEnd(width)}  ${c.target.padEnd(10)}  ${pad(c.measured, 9)}   ${c.ok ? 'pass' : 'MISSED'}`)
-const missed = checks.filter((c) => !c.ok).length
-console.log(missed === 0 ? '\nevery target met' : `\nMISSED: ${missed} of ${checks.length} targets (figures only; not asserted)`)
+printChecks(checks)
