@@ -141,7 +141,8 @@ export class Metrics {
     this.#unbind(service, () => true)
     this.#bound.delete(service)
     for (const state of ENDPOINT_STATES) this.endpoints.remove({ service, state })
-    for (const metric of [this.duration, this.retries, this.staleness, this.inFlight, this.panic] as const) metric.remove({ service })
+    // Bound series (requests, attempts, retries, in flight, discovery...) went with #unbind above.
+    for (const metric of [this.duration, this.staleness, this.panic] as const) metric.remove({ service })
   }
 
   /** Records the result of a reload the way Prometheus records its own. */
