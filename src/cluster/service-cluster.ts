@@ -15,6 +15,14 @@ export const SLOW_START_MIN_FACTOR = 0.1
 export const SLOW_START_STEPS = 20
 /** Never rebuild for slow start more often than this. */
 export const SLOW_START_MIN_STEP_MS = 100
+/**
+ * After a registry outage, endpoints its first answers leave out stay this long before they are
+ * drained (see `setEndpoints`). A restarted Consul answers before its agents' anti-entropy has
+ * re-registered their services, so its first answer can be empty or short for a few milliseconds.
+ */
+export const RECOVERY_SETTLE_MS = 5000
+/** Sources whose answers right after an outage may be incomplete: the registries. */
+const SETTLING_SOURCES: ReadonlySet<string> = new Set(['consul', 'etcd'])
 
 /** What the cluster tells the outside world; metrics and the admin API hang off this. */
 export interface ClusterObserver {
@@ -70,10 +78,14 @@ export class ServiceCluster {
   readonly #now: Clock
   #picker: Picker = EMPTY_PICKER
   #closed = false
+  /** True once a set has been applied (the first is the starting membership, not ramped). */
+  #everApplied = false
   /** In-flight requests over all hosts, shared by them (bounded-load hashing reads it). */
   readonly #load: ClusterLoad = { inFlight: 0 }
   /** Pending rebuild that advances the slow-start ramp; null when no host is ramping. */
   #slowStartTimer: NodeJS.Timeout | null = null
+  /** While the registry settles after an outage: the members it had then, and its latest answer. */
+  #settle: { held: readonly Endpoint[]; latest: readonly Endpoint[]; timer: NodeJS.Timeout } | null = null
   readonly policies: ClusterPolicies | null
   readonly #tls: UpstreamTls | null
 
@@ -108,18 +120,55 @@ export class ServiceCluster {
     return [...this.#draining]
   }
 
-  /** Applies a complete endpoint set from discovery. */
+  /**
+   * Applies a complete endpoint set from discovery.
+   *
+   * The first answers of a registry that was unreadable (stale) are not trusted to be complete: for
+   * RECOVERY_SETTLE_MS, members they leave out stay in use (additions and weight changes apply at
+   * once), and then the latest answer applies in full. A restarted Consul server answers before
+   * anti-entropy has re-registered the agents' services, and draining every endpoint for those few
+   * milliseconds would fail requests that the last known set serves well; a removal made during the
+   * outage waits a few seconds more instead.
+   */
   setEndpoints(endpoints: readonly Endpoint[]): void {
     if (this.#closed) return
     const now = this.#now()
-    // The first set is the cluster's starting membership: nothing to ramp against.
-    const slowStart = this.discovery.lastUpdateMs !== null && this.config.slowStart !== undefined
     const wasStale = this.discovery.stale
     this.discovery.lastUpdateMs = now
     this.discovery.error = null
     this.discovery.stale = false
     this.discovery.staleSinceMs = null
     if (wasStale) this.#logger.info({ service: this.name }, 'discovery recovered')
+    if (wasStale && this.#settle === null && this.#hosts.size > 0 && SETTLING_SOURCES.has(this.config.source)) {
+      const held = this.hosts().map((h) => ({ address: h.address, port: h.port, weight: h.weight, meta: h.meta }))
+      const timer = setTimeout(() => {
+        const latest = this.#settle?.latest
+        this.#settle = null
+        if (latest !== undefined) this.#apply(latest, this.#now())
+      }, RECOVERY_SETTLE_MS)
+      timer.unref()
+      this.#settle = { held, latest: endpoints, timer }
+    }
+    if (this.#settle === null) {
+      this.#apply(endpoints, now)
+      return
+    }
+    this.#settle.latest = endpoints
+    const listed = new Set<string>()
+    for (const e of endpoints) listed.add(endpointKey(e.address, e.port))
+    const kept = this.#settle.held.filter((e) => !listed.has(endpointKey(e.address, e.port)))
+    if (kept.length > 0) {
+      this.#logger.info({ service: this.name, kept: kept.map((e) => endpointKey(e.address, e.port)), settleMs: RECOVERY_SETTLE_MS }, 'registry recovered without some endpoints; keeping them until it settles')
+    }
+    this.#apply(kept.length === 0 ? endpoints : [...endpoints, ...kept], now)
+  }
+
+  /** Diffs `endpoints` against the members: adds, updates, drains; rebuilds when anything changed. */
+  #apply(endpoints: readonly Endpoint[], now: number): void {
+    if (this.#closed) return
+    // The first set is the cluster's starting membership: nothing to ramp against.
+    const slowStart = this.#everApplied && this.config.slowStart !== undefined
+    this.#everApplied = true
 
     let changed = false
     const seen = new Set<string>()
@@ -234,16 +283,18 @@ export class ServiceCluster {
     }
   }
 
-  #stopSlowStart(): void {
+  #stopTimers(): void {
     if (this.#slowStartTimer !== null) clearTimeout(this.#slowStartTimer)
     this.#slowStartTimer = null
+    if (this.#settle !== null) clearTimeout(this.#settle.timer)
+    this.#settle = null
   }
 
   /** Stops routing and closes every pool once its in-flight requests finish. */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    this.#stopSlowStart()
+    this.#stopTimers()
     this.#picker = EMPTY_PICKER
     const closing: Promise<void>[] = []
     for (const host of this.#hosts.values()) closing.push(this.#closePool(host))
@@ -257,7 +308,7 @@ export class ServiceCluster {
   /** Closes pools at once, failing whatever is still in flight (the end of a shutdown timeout). */
   async destroy(): Promise<void> {
     this.#closed = true
-    this.#stopSlowStart()
+    this.#stopTimers()
     this.#picker = EMPTY_PICKER
     const hosts = [...this.#hosts.values(), ...this.#draining]
     this.#hosts.clear()

@@ -8,7 +8,7 @@ import type { PickContext } from '../../src/balancer/types.ts'
 import { HostFlag } from '../../src/cluster/host.ts'
 import type { Host } from '../../src/cluster/host.ts'
 import type { ClusterObserver } from '../../src/cluster/service-cluster.ts'
-import { ServiceCluster } from '../../src/cluster/service-cluster.ts'
+import { RECOVERY_SETTLE_MS, ServiceCluster } from '../../src/cluster/service-cluster.ts'
 import { parseConfig } from '../../src/config/load.ts'
 import type { ServiceConfig } from '../../src/config/types.ts'
 import type { Endpoint } from '../../src/discovery/types.ts'
@@ -17,7 +17,10 @@ import { hostAt } from '../support/cluster.ts'
 const logger = pino({ level: 'silent' })
 
 function serviceConfig(extra: Record<string, unknown> = {}): ServiceConfig {
-  const doc = { services: { s: { source: 'static', endpoints: ['127.0.0.1:1'], ...extra } } }
+  const source = extra.source ?? 'static'
+  const doc = source === 'static'
+    ? { services: { s: { source, endpoints: ['127.0.0.1:1'], ...extra } } }
+    : { discovery: { consul: { url: 'http://127.0.0.1:8500' }, etcd: { endpoints: ['http://127.0.0.1:2379'] } }, services: { s: { ...extra, source } } }
   const service = parseConfig(JSON.stringify(doc), { format: 'json', baseDir: '/tmp', env: {} }).services[0]
   assert.ok(service !== undefined)
   return service
@@ -242,6 +245,63 @@ describe('ServiceCluster discovery status', () => {
     h.cluster.setEndpoints([ep(1001)])
     h.now.ms += 1000
     assert.equal(h.cluster.stalenessSeconds(), 0)
+  })
+})
+
+describe('ServiceCluster after a registry outage', () => {
+  const ports = (h: Harness): number[] => h.cluster.hosts().map((x) => x.port).sort((a, b) => a - b)
+
+  for (const source of ['consul', 'etcd']) {
+    it(`${source}: members the first answers leave out stay for RECOVERY_SETTLE_MS, then the latest answer applies`, (t) => {
+      t.mock.timers.enable({ apis: ['setTimeout'] })
+      const h = harness(t, { source })
+      h.cluster.setEndpoints([ep(1001), ep(1002)])
+      h.cluster.setDiscoveryError(new Error('No cluster leader'))
+      // A restarted Consul's first answer, before anti-entropy has re-registered anything.
+      h.cluster.setEndpoints([])
+      assert.equal(h.cluster.discovery.stale, false)
+      assert.deepEqual(ports(h), [1001, 1002])
+      assert.deepEqual(pickedPorts(h.cluster, 10), [1001, 1002])
+      assert.equal(h.removed.length, 0)
+      // Additions and weight changes apply at once; 1002 is still missing and still kept.
+      h.cluster.setEndpoints([ep(1001, 3), ep(1003)])
+      assert.deepEqual(ports(h), [1001, 1002, 1003])
+      assert.equal(h.cluster.hosts().find((x) => x.port === 1001)?.weight, 3)
+      t.mock.timers.tick(RECOVERY_SETTLE_MS - 1)
+      assert.deepEqual(ports(h), [1001, 1002, 1003])
+      t.mock.timers.tick(1)
+      assert.deepEqual(ports(h), [1001, 1003])
+      assert.deepEqual(h.cluster.drainingHosts().map((x) => x.port), [1002])
+      // Settled: a removal applies at once again.
+      h.cluster.setEndpoints([ep(1003)])
+      assert.deepEqual(ports(h), [1003])
+    })
+  }
+
+  it('without an outage, or for a static source, a removal applies at once', (t) => {
+    const h = harness(t, { source: 'consul' })
+    h.cluster.setEndpoints([ep(1001), ep(1002)])
+    h.cluster.setEndpoints([ep(1001)])
+    assert.deepEqual(ports(h), [1001])
+
+    const s = harness(t)
+    s.cluster.setEndpoints([ep(1001), ep(1002)])
+    s.cluster.setDiscoveryError(new Error('unreadable'))
+    s.cluster.setEndpoints([ep(1001)])
+    assert.deepEqual(ports(s), [1001])
+  })
+
+  it('a second outage inside the window does not extend it', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] })
+    const h = harness(t, { source: 'consul' })
+    h.cluster.setEndpoints([ep(1001), ep(1002)])
+    h.cluster.setDiscoveryError(new Error('down'))
+    h.cluster.setEndpoints([ep(1001)])
+    t.mock.timers.tick(RECOVERY_SETTLE_MS / 2)
+    h.cluster.setDiscoveryError(new Error('down again'))
+    h.cluster.setEndpoints([ep(1001)])
+    t.mock.timers.tick(RECOVERY_SETTLE_MS / 2)
+    assert.deepEqual(ports(h), [1001])
   })
 })
 
