@@ -111,6 +111,22 @@ function fetchTools(): { haproxy: string; nginx: string; wrk: string; versions: 
   return { haproxy: found.haproxy!, nginx: found.nginx!, wrk: found.wrk!, versions: r.stderr.trim() }
 }
 
+/**
+ * The fixed-rate client in C (clients/fixed-rate.c), built with the machine's cc into .cache/bench/bin
+ * when missing or older than its source. null when there is no C compiler: the latency scenario
+ * then runs fixed-rate.ts, whose own cost on CPU 1 raises every target's p99 (bench/README.md).
+ */
+function buildFixedRateClient(): string | null {
+  const source = path.join(benchDir, 'clients', 'fixed-rate.c')
+  const binary = path.join(root, '.cache', 'bench', 'bin', 'fixed-rate')
+  if (existsSync(binary) && statSync(binary).mtimeMs >= statSync(source).mtimeMs) return binary
+  mkdirSync(path.dirname(binary), { recursive: true })
+  const r = spawnSync(process.env.CC ?? 'cc', ['-O2', '-Wall', '-o', binary, source], { encoding: 'utf8' })
+  if (r.status === 0) return binary
+  console.log(`could not build bench/clients/fixed-rate.c (${r.error?.message ?? r.stderr.trim()}); the latency scenario uses fixed-rate.ts`)
+  return null
+}
+
 /** `npm ci` in bench/peers/ when its node_modules is missing or older than its lockfile. */
 function ensureBenchDependencies(): void {
   const peersDir = path.join(benchDir, 'peers')
@@ -268,8 +284,13 @@ function wrkSample(tools: { wrk: string }, script: string, port: number, connect
 
 /** Runs `file` (a .ts of this folder) with Node 24 on the load CPU; resolves with its stdout. */
 function runClient(file: string, args: readonly string[]): Promise<string> {
+  return runProgram(process.execPath, [path.join(benchDir, file), ...args])
+}
+
+/** Runs a load generator on LOAD_CPU; resolves with its standard output. */
+function runProgram(file: string, args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn('taskset', ['-c', String(LOAD_CPU), process.execPath, path.join(benchDir, file), ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn('taskset', ['-c', String(LOAD_CPU), file, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     child.stdout.on('data', (d: Buffer) => (out += d.toString()))
     child.once('error', reject)
@@ -279,7 +300,9 @@ function runClient(file: string, args: readonly string[]): Promise<string> {
 
 function fixedRateSample(port: number, rate: number, seconds: number, pid: number): Promise<Sample> {
   return measured(pid, true, async () => {
-    const out = await runClient('fixed-rate.ts', [`127.0.0.1:${port}`, HOST_HEADER, '/', String(rate), String(seconds), String(CONNECTIONS)])
+    const out = fixedRateBinary === null
+      ? await runClient('fixed-rate.ts', [`127.0.0.1:${port}`, HOST_HEADER, '/', String(rate), String(seconds), String(CONNECTIONS)])
+      : await runProgram(fixedRateBinary, ['127.0.0.1', String(port), HOST_HEADER, '/', String(rate), String(seconds), String(CONNECTIONS)])
     const r = JSON.parse(out) as { completed: number; errors: number; seconds: number; latenciesUs: { p50: number; p99: number; p999: number } }
     return {
       requests: r.completed,
@@ -483,6 +506,7 @@ function targetsSummary(results: readonly ScenarioResult[]): string[] {
 if (os.availableParallelism() < 2) throw new Error('the comparison needs 2 CPUs: the proxy on one, the load generator on the other')
 const found = fetchTools()
 if (peers.includes('fastify') || peers.includes('http-proxy')) ensureBenchDependencies()
+const fixedRateBinary = scenarios.includes('latency') && process.env.BENCH_NODE_CLIENT !== '1' ? buildFixedRateClient() : null
 const dir = mkdtempSync(path.join(os.tmpdir(), 'outrigger-compare-'))
 const tools: Tools = { haproxy: found.haproxy, nginx: found.nginx, node: process.execPath, root, dir }
 const upstreamCpu = os.availableParallelism() >= 3 ? 2 : LOAD_CPU
@@ -530,7 +554,14 @@ try {
       }
       rate = Math.round(rate ?? outriggerMaxRps! / 2)
       describe.latency = `fixed rate of ${rate} req/s (${opts.rate === undefined ? 'half of outrigger\'s max' : '--rate'}), small GETs over ${CONNECTIONS} connections, latency from each request's due time`
-      results.push(await runScenario(name, describe.latency, targets, up, (_t, p) => fixedRateSample(p.port, rate, SECONDS, p.pid), warmWith(scripts.get('small')!)))
+      // Warmed at full speed, then at the fixed rate itself: a long-running proxy's steady state
+      // is what the rounds measure, not the JIT settling on the new load's paths (seen as one
+      // round of several ms of p99 right after the switch). Every target gets the same.
+      const warmLatency = async (p: RunningPeer): Promise<void> => {
+        await warmWith(scripts.get('small')!)(p)
+        await fixedRateSample(p.port, rate, WARMUP_SECONDS, p.pid)
+      }
+      results.push(await runScenario(name, describe.latency, targets, up, (_t, p) => fixedRateSample(p.port, rate, SECONDS, p.pid), warmLatency))
     } else if (name === 'conns10k') {
       const script = scripts.get('conns10k')!
       results.push(

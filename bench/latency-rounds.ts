@@ -1,0 +1,79 @@
+/**
+ * One proxy, rounds of the fixed-rate load back to back or with idle gaps: for chasing the p99 of
+ * the `latency` scenario (bench/README.md, "Latency at a fixed rate"). Needs the C client, which
+ * `npm run bench -- --scenario latency` builds into .cache/bench/bin/fixed-rate.
+ *
+ *   node bench/latency-rounds.ts [--peer outrigger|haproxy|direct] [--rate 28000] [--rounds 3]
+ *     [--seconds 5] [--warm 3] [--idle S] [--node-flags "--trace-gc"] [--timeline]
+ *
+ * `--idle S` waits S seconds between rounds, as the comparison's rotation does; `--timeline` prints
+ * the worst latency of every 250 ms. Each round prints the client's percentiles and the proxy's
+ * CPU µs per request (its utime + stime over the round). The proxy's log is kept for --node-flags
+ * output such as --trace-gc.
+ */
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { parseArgs } from 'node:util'
+import { HOST_HEADER, startHaproxy, startOutrigger, startUpstreams } from './peers/peers.ts'
+
+const { values: opts } = parseArgs({
+  options: {
+    peer: { type: 'string', default: 'outrigger' },
+    rate: { type: 'string', default: '28000' },
+    rounds: { type: 'string', default: '3' },
+    seconds: { type: 'string', default: '5' },
+    warm: { type: 'string', default: '3' },
+    idle: { type: 'string', default: '0' },
+    'node-flags': { type: 'string', default: '' },
+    timeline: { type: 'boolean', default: false },
+  },
+  strict: true,
+})
+
+const root = path.resolve(import.meta.dirname, '..')
+const client = path.join(root, '.cache', 'bench', 'bin', 'fixed-rate')
+if (!existsSync(client)) throw new Error(`${client} is missing: run npm run bench -- --scenario latency --rate 1000 --only direct --rounds 1 once to build it`)
+const fetched = spawnSync('bash', [path.join(import.meta.dirname, 'peers', 'fetch.sh')], { encoding: 'utf8' })
+if (fetched.status !== 0) throw new Error(`bench/peers/fetch.sh failed:\n${fetched.stderr}`)
+const found = Object.fromEntries(fetched.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+const dir = mkdtempSync(path.join(os.tmpdir(), 'latency-rounds-'))
+const tools = { haproxy: found.haproxy!, nginx: found.nginx!, node: process.execPath, root, dir }
+const up = await startUpstreams(tools, 1)
+const flags = opts['node-flags'].split(' ').filter((x) => x !== '')
+const proxy = opts.peer === 'haproxy' ? await startHaproxy(tools, 0, up) : opts.peer === 'outrigger' ? await startOutrigger(tools, 0, up, 'round-robin', flags) : null
+const port = proxy?.port ?? up.ports[0]!
+const pid = proxy?.pid ?? up.server.pid
+
+/** utime + stime of `pid`, in clock ticks (10 ms). */
+function ticks(): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return Number(fields[11]) + Number(fields[12])
+}
+
+function run(seconds: string): { out: string; err: string } {
+  const env = opts.timeline ? { ...process.env, FIXED_RATE_TIMELINE: '1' } : process.env
+  const r = spawnSync('taskset', ['-c', '1', client, '127.0.0.1', String(port), HOST_HEADER, '/', opts.rate, seconds, '64'], { encoding: 'utf8', env })
+  if (r.status !== 0) throw new Error(`fixed-rate exited with ${r.status}: ${r.stderr}`)
+  return { out: r.stdout.trim(), err: r.stderr.trim() }
+}
+
+try {
+  run(opts.warm)
+  for (let i = 0; i < Number(opts.rounds); i++) {
+    if (i > 0) await sleep(Number(opts.idle) * 1000)
+    const before = ticks()
+    const { out, err } = run(opts.seconds)
+    const r = JSON.parse(out) as { completed: number; latenciesUs: { p50: number; p99: number; p999: number; max: number } }
+    const cpuUs = ((ticks() - before) * 10_000) / r.completed
+    const l = r.latenciesUs
+    console.log(`round ${i + 1}: p50 ${(l.p50 / 1000).toFixed(2)} ms  p99 ${(l.p99 / 1000).toFixed(2)} ms  p99.9 ${(l.p999 / 1000).toFixed(2)} ms  max ${(l.max / 1000).toFixed(2)} ms  CPU ${cpuUs.toFixed(1)} µs/req`)
+    if (err !== '') console.log(err)
+  }
+} finally {
+  await proxy?.stop()
+  await up.server.stop()
+}
+console.log(`logs in ${dir}`)
