@@ -26,6 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { renderChart } from './lib/chart.ts'
 import { cpuBusyPercent, cpuTicks, processMemory, processTreeCpuMicros, processTreeMemory } from './lib/proc.ts'
+import { buildFixedRateClient, fetchTools } from './lib/tools.ts'
 import { runWrk, wrkScript } from './lib/wrk.ts'
 import type { WrkLoad } from './lib/wrk.ts'
 import { HAPROXY_MAX_CONNECTIONS, HOST_HEADER, POST_BODY_BYTES, STRATEGIES, startHaproxy, startNginx, startNodePeer, startOutrigger, startUpstreams } from './peers/peers.ts'
@@ -103,29 +104,6 @@ const scenarios = list(opts.scenario, SCENARIOS, 'scenario')
 
 // ---------------------------------------------------------------------------------------------
 // Tools: Debian's haproxy, nginx and wrk (bench/peers/fetch.sh), bench's own npm dependencies.
-
-function fetchTools(): { haproxy: string; nginx: string; wrk: string; versions: string } {
-  const r = spawnSync('bash', [path.join(benchDir, 'peers', 'fetch.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-  if (r.status !== 0) throw new Error(`bench/peers/fetch.sh failed:\n${r.stderr}`)
-  const found = Object.fromEntries(r.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
-  return { haproxy: found.haproxy!, nginx: found.nginx!, wrk: found.wrk!, versions: r.stderr.trim() }
-}
-
-/**
- * The fixed-rate client in C (clients/fixed-rate.c), built with the machine's cc into .cache/bench/bin
- * when missing or older than its source. null when there is no C compiler: the latency scenario
- * then runs fixed-rate.ts, whose own cost on CPU 1 raises every target's p99 (bench/README.md).
- */
-function buildFixedRateClient(): string | null {
-  const source = path.join(benchDir, 'clients', 'fixed-rate.c')
-  const binary = path.join(root, '.cache', 'bench', 'bin', 'fixed-rate')
-  if (existsSync(binary) && statSync(binary).mtimeMs >= statSync(source).mtimeMs) return binary
-  mkdirSync(path.dirname(binary), { recursive: true })
-  const r = spawnSync(process.env.CC ?? 'cc', ['-O2', '-Wall', '-o', binary, source], { encoding: 'utf8' })
-  if (r.status === 0) return binary
-  console.log(`could not build bench/clients/fixed-rate.c (${r.error?.message ?? r.stderr.trim()}); the latency scenario uses fixed-rate.ts`)
-  return null
-}
 
 /** `npm ci` in bench/peers/ when its node_modules is missing or older than its lockfile. */
 function ensureBenchDependencies(): void {

@@ -1,7 +1,7 @@
 /**
  * One proxy, rounds of the fixed-rate load back to back or with idle gaps: for chasing the p99 of
- * the `latency` scenario (bench/README.md, "Latency at a fixed rate"). Needs the C client, which
- * `npm run bench -- --scenario latency` builds into .cache/bench/bin/fixed-rate.
+ * the `latency` scenario (bench/README.md, "Latency at a fixed rate"), with the C client (built with
+ * the machine's cc as `npm run bench` does).
  *
  *   node bench/latency-rounds.ts [--peer outrigger|haproxy|direct] [--rate 28000] [--rounds 3]
  *     [--seconds 5] [--warm 3] [--idle S] [--node-flags "--trace-gc"] [--timeline]
@@ -12,11 +12,12 @@
  * output such as --trace-gc.
  */
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
+import { buildFixedRateClient, fetchTools } from './lib/tools.ts'
 import { HOST_HEADER, startHaproxy, startOutrigger, startUpstreams } from './peers/peers.ts'
 
 const { values: opts } = parseArgs({
@@ -34,13 +35,12 @@ const { values: opts } = parseArgs({
 })
 
 const root = path.resolve(import.meta.dirname, '..')
-const client = path.join(root, '.cache', 'bench', 'bin', 'fixed-rate')
-if (!existsSync(client)) throw new Error(`${client} is missing: run npm run bench -- --scenario latency --rate 1000 --only direct --rounds 1 once to build it`)
-const fetched = spawnSync('bash', [path.join(import.meta.dirname, 'peers', 'fetch.sh')], { encoding: 'utf8' })
-if (fetched.status !== 0) throw new Error(`bench/peers/fetch.sh failed:\n${fetched.stderr}`)
-const found = Object.fromEntries(fetched.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+const built = buildFixedRateClient()
+if (built === null) throw new Error('latency-rounds needs the C fixed-rate client, and it could not be built')
+const client: string = built
+const found = fetchTools()
 const dir = mkdtempSync(path.join(os.tmpdir(), 'latency-rounds-'))
-const tools = { haproxy: found.haproxy!, nginx: found.nginx!, node: process.execPath, root, dir }
+const tools = { haproxy: found.haproxy, nginx: found.nginx, node: process.execPath, root, dir }
 const up = await startUpstreams(tools, 1)
 const flags = opts['node-flags'].split(' ').filter((x) => x !== '')
 const proxy = opts.peer === 'haproxy' ? await startHaproxy(tools, 0, up) : opts.peer === 'outrigger' ? await startOutrigger(tools, 0, up, 'round-robin', flags) : null

@@ -10,11 +10,11 @@
  * `--cpu-prof`, wrk (64 connections) on CPU 1. The profile is written when outrigger exits on
  * SIGTERM; its path is printed (open it in Chrome DevTools or speedscope for the call tree).
  */
-import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, readdirSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
+import { fetchTools } from './lib/tools.ts'
 import { runWrk, wrkScript } from './lib/wrk.ts'
 import { HOST_HEADER, STRATEGIES, startOutrigger, startUpstreams } from './peers/peers.ts'
 import type { Strategy } from './peers/peers.ts'
@@ -61,18 +61,16 @@ export function selfTimes(profile: Profile): { name: string; where: string; us: 
   return [...byFunction.values()].sort((a, b) => b.us - a.us)
 }
 
-const fetched = spawnSync('bash', [path.join(import.meta.dirname, 'peers', 'fetch.sh')], { encoding: 'utf8' })
-if (fetched.status !== 0) throw new Error(`bench/peers/fetch.sh failed:\n${fetched.stderr}`)
-const found = Object.fromEntries(fetched.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+const found = fetchTools()
 const dir = mkdtempSync(path.join(os.tmpdir(), 'outrigger-profile-'))
-const tools = { haproxy: found.haproxy!, nginx: found.nginx!, node: process.execPath, root: path.join(import.meta.dirname, '..'), dir }
+const tools = { haproxy: found.haproxy, nginx: found.nginx, node: process.execPath, root: path.join(import.meta.dirname, '..'), dir }
 const profileDir = path.join(dir, 'profile')
 
 const up = await startUpstreams(tools, 1)
 try {
   const proxy = await startOutrigger(tools, 0, up, strategy, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`])
   const script = wrkScript(dir, 'small', { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: strategy === 'consistent-hash' ? 1000 : 0 })
-  const r = await runWrk(found.wrk!, 1, script, proxy.port, Number(opts.connections), Number(opts.duration))
+  const r = await runWrk(found.wrk, 1, script, proxy.port, Number(opts.connections), Number(opts.duration))
   await proxy.stop()
   console.log(`outrigger (${strategy}): ${r.rps.toFixed(0)} req/s over ${r.seconds.toFixed(1)} s, p99 ${r.p99Ms.toFixed(2)} ms, ${r.errors} errors; load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
 } finally {
