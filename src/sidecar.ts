@@ -702,7 +702,7 @@ export const RELOAD_WARM_TIMEOUT_MS = 5000
 /** Starts a rebuilt cluster from what its predecessor knows: its members and its discovery status. */
 function seedFrom(cluster: ServiceCluster, previous: ServiceCluster): void {
   if (!previous.ready) return
-  cluster.setEndpoints(previous.hosts().map((h) => ({ address: h.address, port: h.port, weight: h.weight, meta: h.meta })))
+  cluster.setEndpoints(previous.endpoints())
   Object.assign(cluster.discovery, previous.discovery)
 }
 

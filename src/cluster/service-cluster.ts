@@ -78,8 +78,6 @@ export class ServiceCluster {
   readonly #now: Clock
   #picker: Picker = EMPTY_PICKER
   #closed = false
-  /** True once a set has been applied (the first is the starting membership, not ramped). */
-  #everApplied = false
   /** In-flight requests over all hosts, shared by them (bounded-load hashing reads it). */
   readonly #load: ClusterLoad = { inFlight: 0 }
   /** Pending rebuild that advances the slow-start ramp; null when no host is ramping. */
@@ -115,6 +113,11 @@ export class ServiceCluster {
     return [...this.#hosts.values()]
   }
 
+  /** Current members as an endpoint set (what discovery would deliver for them). */
+  endpoints(): Endpoint[] {
+    return this.hosts().map((h) => ({ address: h.address, port: h.port, weight: h.weight, meta: h.meta }))
+  }
+
   /** Members that left and are still finishing requests. */
   drainingHosts(): Host[] {
     return [...this.#draining]
@@ -133,6 +136,8 @@ export class ServiceCluster {
   setEndpoints(endpoints: readonly Endpoint[]): void {
     if (this.#closed) return
     const now = this.#now()
+    // The first set is the cluster's starting membership: nothing to ramp against.
+    const slowStart = this.discovery.lastUpdateMs !== null && this.config.slowStart !== undefined
     const wasStale = this.discovery.stale
     this.discovery.lastUpdateMs = now
     this.discovery.error = null
@@ -140,17 +145,16 @@ export class ServiceCluster {
     this.discovery.staleSinceMs = null
     if (wasStale) this.#logger.info({ service: this.name }, 'discovery recovered')
     if (wasStale && this.#settle === null && this.#hosts.size > 0 && SETTLING_SOURCES.has(this.config.source)) {
-      const held = this.hosts().map((h) => ({ address: h.address, port: h.port, weight: h.weight, meta: h.meta }))
       const timer = setTimeout(() => {
         const latest = this.#settle?.latest
         this.#settle = null
-        if (latest !== undefined) this.#apply(latest, this.#now())
+        if (latest !== undefined) this.#apply(latest, this.#now(), this.config.slowStart !== undefined)
       }, RECOVERY_SETTLE_MS)
       timer.unref()
-      this.#settle = { held, latest: endpoints, timer }
+      this.#settle = { held: this.endpoints(), latest: endpoints, timer }
     }
     if (this.#settle === null) {
-      this.#apply(endpoints, now)
+      this.#apply(endpoints, now, slowStart)
       return
     }
     this.#settle.latest = endpoints
@@ -160,15 +164,15 @@ export class ServiceCluster {
     if (kept.length > 0) {
       this.#logger.info({ service: this.name, kept: kept.map((e) => endpointKey(e.address, e.port)), settleMs: RECOVERY_SETTLE_MS }, 'registry recovered without some endpoints; keeping them until it settles')
     }
-    this.#apply(kept.length === 0 ? endpoints : [...endpoints, ...kept], now)
+    this.#apply(kept.length === 0 ? endpoints : [...endpoints, ...kept], now, slowStart)
   }
 
-  /** Diffs `endpoints` against the members: adds, updates, drains; rebuilds when anything changed. */
-  #apply(endpoints: readonly Endpoint[], now: number): void {
+  /**
+   * Diffs `endpoints` against the members: adds (ramping them when `slowStart`), updates, drains;
+   * rebuilds when anything changed.
+   */
+  #apply(endpoints: readonly Endpoint[], now: number, slowStart: boolean): void {
     if (this.#closed) return
-    // The first set is the cluster's starting membership: nothing to ramp against.
-    const slowStart = this.#everApplied && this.config.slowStart !== undefined
-    this.#everApplied = true
 
     let changed = false
     const seen = new Set<string>()
