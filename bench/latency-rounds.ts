@@ -7,7 +7,9 @@
  *     [--seconds 5] [--warm 3] [--idle S] [--node-flags "--trace-gc"] [--timeline]
  *
  * `--idle S` waits S seconds between rounds, as the comparison's rotation does; `--timeline` prints
- * the worst latency of every 250 ms. Each round prints the client's percentiles and the proxy's
+ * the worst latency of every 250 ms and the client's own longest wait between wakeups (a stall of
+ * the client, not of the proxy), with the client's start on CLOCK_MONOTONIC to line up with
+ * stamps taken in the proxy (process.hrtime). Each round prints the client's percentiles and the proxy's
  * CPU µs per request (its utime + stime over the round). The proxy's log is kept for --node-flags
  * output such as --trace-gc.
  */

@@ -157,7 +157,9 @@ int main(int argc, char **argv) {
   int timeline = getenv("FIXED_RATE_TIMELINE") != NULL;
   int windows = (int)(seconds * 4) + 1;
   double *worst = calloc((size_t)windows, sizeof(double));
-  if (worst == NULL) die("calloc");
+  double *gaps = calloc((size_t)windows, sizeof(double)); /* the client's own longest wait between wakeups */
+  if (worst == NULL || gaps == NULL) die("calloc");
+  double last_wake = 0;
   long sent = 0, completed = 0, errors = 0;
   struct epoll_event events[256];
   double start = now_ns();
@@ -188,6 +190,11 @@ int main(int argc, char **argv) {
       die("epoll_pwait2");
     }
     double at = now_ns();
+    if (last_wake > 0) {
+      int gw = (int)((at - start) / 250e6);
+      if (gw >= 0 && gw < windows && at - last_wake > gaps[gw]) gaps[gw] = at - last_wake;
+    }
+    last_wake = at;
     for (int k = 0; k < n; k++) {
       int i = (int)events[k].data.u32;
       conn_t *c = &conns[i];
@@ -219,7 +226,10 @@ int main(int argc, char **argv) {
   }
   double elapsed = (now_ns() - start) / 1e9;
   if (timeline) {
+    fprintf(stderr, "started at CLOCK_MONOTONIC %.3f s\n", start / 1e9);
     for (int w = 0; w < windows; w++) fprintf(stderr, "%.2fs %.0fus%s", w * 0.25, worst[w], w % 8 == 7 ? "\n" : "  ");
+    fprintf(stderr, "\nthe client's longest gap between wakeups:\n");
+    for (int w = 0; w < windows; w++) fprintf(stderr, "%.2fs %.0fus%s", w * 0.25, gaps[w] / 1000, w % 8 == 7 ? "\n" : "  ");
     fprintf(stderr, "\n");
   }
   qsort(lat_us, (size_t)completed, sizeof(double), cmp_double);
