@@ -1,15 +1,23 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
-// The flag caps V8's young generation at 4 MB per semi-space (Node 24's default grows to 32 MB).
-// - Memory: a burst of new connections makes V8 grow it and the touched pages stay resident:
-//   holding 10,000 idle clients costs 144 MB of RSS by default, 118 MB at 8 MB, 113 MB at 4 MB.
-// - Latency: each scavenge stops the proxy for as long as it takes to copy what survives, and a
-//   bigger young generation pauses longer, less often. At half of the max rate the p99 was about
-//   1.8 ms at 16 or 32 MB, 1.1 ms at 8 and 0.8 ms at 4; at 2 MB or less objects are promoted too
-//   early and old-generation collections bring pauses of 10 ms or more.
-// - Throughput: 49,970 against 50,586 small req/s at 8 MB in one run, about 1% less.
-// (bench/README.md, "Memory" and "Latency".) The Dockerfile's ENTRYPOINT passes the same flag;
-// test/packaging/dockerfile.test.ts holds the two together. To choose another size, run
-// `node --max-semi-space-size=N dist/cli.js`: a flag on the command line wins over NODE_OPTIONS.
+#!/usr/bin/env -S node --max-semi-space-size=4 --single-threaded
+// The flags, for latency (bench/README.md, "Latency at a fixed rate" and "Memory"):
+// --max-semi-space-size=4 caps V8's young generation at 4 MB per semi-space (Node 24's default
+//   grows to 32 MB).
+//   - Memory: a burst of new connections makes V8 grow it and the touched pages stay resident:
+//     holding 10,000 idle clients costs 144 MB of RSS by default, 118 MB at 8 MB, 113 MB at 4 MB.
+//   - Latency: each scavenge stops the proxy for as long as it takes to copy what survives, and a
+//     bigger young generation pauses longer, less often. At half of the max rate the p99 was about
+//     1.8 ms at 16 or 32 MB, 1.1 ms at 8 and 0.8 ms at 4; at 2 MB or less objects are promoted too
+//     early and old-generation collections bring pauses of 10 ms or more.
+//   - Throughput: 49,970 against 50,586 small req/s at 8 MB in one run, about 1% less.
+// --single-threaded keeps V8's work (compiling, marking, scavenging) on the event loop's thread
+//   instead of four helper threads. A sidecar usually runs under a CPU limit of a core or less, where
+//   the helpers take that core from the event loop for milliseconds at a time: with the proxy pinned to one
+//   core, the event loop was seen waiting 10-45 ms for them (/proc/thread-self/schedstat), and the
+//   fixed-rate p99 at half the max rate fell from 3.7 to 1.6 ms (median of 3 rounds) with the flag,
+//   at the same max rate (0.54 × HAProxy's in both runs).
+// The Dockerfile's ENTRYPOINT passes the same flags; test/packaging/dockerfile.test.ts holds the
+// two together. To choose others, run `node <flags> dist/cli.js`: a flag on the command line wins
+// over NODE_OPTIONS.
 import { parseArgs } from 'node:util'
 import type { ParseArgsOptionsConfig } from 'node:util'
 import { request } from 'undici'
