@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import http from 'node:http'
 import net from 'node:net'
 import { after, before, describe, it } from 'node:test'
-import { CHUNKED_ERROR, ChunkedScanner, Framing, parseRequestHead, parseResponseHead } from '../../src/proxy/fast/http1.ts'
+import type { ResponseHead } from '../../src/proxy/fast/http1.ts'
+import { CHUNKED_ERROR, ChunkedScanner, Framing, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeResponseHead } from '../../src/proxy/fast/http1.ts'
 import { downstreamResponseHeaders } from '../../src/proxy/headers.ts'
 import { prng } from '../support/prng.ts'
 import type { RequestHead } from '../../src/proxy/fast/http1.ts'
@@ -10,6 +11,17 @@ import type { RequestHead } from '../../src/proxy/fast/http1.ts'
 /** A head as the lane hands it over: lines joined by CRLF, then the blank line's CRLF. */
 function head(...lines: string[]): string {
   return `${lines.join('\r\n')}\r\n\r\n`
+}
+
+/** What the lane writes for `h` (parsed from its own text), read back as latin1, at an offset into a larger buffer. */
+function written(h: ResponseHead, extra: string): string {
+  const src = Buffer.from(`junk${h.text}body`, 'latin1')
+  const out = Buffer.alloc(responseHeadLength(h, extra) + 6, 0x2a)
+  const end = writeResponseHead(h, src, 4, extra, out, 3)
+  assert.equal(end, out.length - 3, 'responseHeadLength is what writeResponseHead writes')
+  assert.equal(out.toString('latin1', 0, 3), '***')
+  assert.equal(out.toString('latin1', end), '***')
+  return out.toString('latin1', 3, end)
 }
 
 class Rng {
@@ -462,16 +474,23 @@ describe('parseRequestHead against node’s parser (differential)', () => {
 
 describe('parseResponseHead', () => {
   it('frames a 200 with Content-Length by length', () => {
-    const h = parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Type: text/plain', 'Content-Length: 12'), false)
-    assert.deepEqual(h, {
-      status: 200,
-      statusLine: 'HTTP/1.1 200 OK',
-      headers: ['Content-Type', 'text/plain', 'Content-Length', '12'],
-      framing: Framing.LENGTH,
-      contentLength: 12,
-      close: false,
-      keepAliveMs: -1,
-    })
+    const text = head('HTTP/1.1 200 OK', 'Content-Type: text/plain', 'Content-Length: 12')
+    const h = parseResponseHead(text, false)
+    assert.ok(h !== null)
+    assert.deepEqual(
+      { status: h.status, statusLine: statusLine(h), headers: responseHeaders(h), dropped: h.dropped, framing: h.framing, contentLength: h.contentLength, close: h.close, keepAliveMs: h.keepAliveMs },
+      {
+        status: 200,
+        statusLine: 'HTTP/1.1 200 OK',
+        headers: ['Content-Type', 'text/plain', 'Content-Length', '12'],
+        dropped: null,
+        framing: Framing.LENGTH,
+        contentLength: 12,
+        close: false,
+        keepAliveMs: -1,
+      },
+    )
+    assert.equal(written(h, ''), text, 'nothing to drop: the head goes on byte for byte')
   })
 
   it('frames Content-Length: 0 as no body', () => {
@@ -521,7 +540,7 @@ describe('parseResponseHead', () => {
     const plain = parseResponseHead(head('HTTP/1.0 200 OK', 'Content-Length: 3'), false)
     assert.equal(plain?.close, true)
     assert.equal(plain.framing, Framing.LENGTH)
-    assert.equal(plain.statusLine, 'HTTP/1.1 200 OK')
+    assert.equal(statusLine(plain), 'HTTP/1.1 200 OK')
     assert.equal(parseResponseHead(head('HTTP/1.0 200 OK', 'Connection: keep-alive', 'Content-Length: 3'), false)?.close, false)
     assert.equal(parseResponseHead(head('HTTP/1.0 200 OK', 'Connection: Keep-Alive', 'Content-Length: 3'), false)?.close, false)
     // Keep-alive cannot help a body delimited by the close.
@@ -544,11 +563,19 @@ describe('parseResponseHead', () => {
   })
 
   it('normalises the status line to HTTP/1.1, keeping the reason phrase (or its absence)', () => {
-    assert.equal(parseResponseHead(head('HTTP/1.0 404 Not Found', 'Content-Length: 0'), false)?.statusLine, 'HTTP/1.1 404 Not Found')
-    assert.equal(parseResponseHead(head('HTTP/1.1 503 ', 'Content-Length: 0'), false)?.statusLine, 'HTTP/1.1 503 ')
+    assert.equal(statusLine(parseResponseHead(head('HTTP/1.0 404 Not Found', 'Content-Length: 0'), false)!), 'HTTP/1.1 404 Not Found')
+    assert.equal(statusLine(parseResponseHead(head('HTTP/1.1 503 ', 'Content-Length: 0'), false)!), 'HTTP/1.1 503 ')
     const bare = parseResponseHead(head('HTTP/1.1 418', 'Content-Length: 0'), false)
-    assert.equal(bare?.statusLine, 'HTTP/1.1 418')
-    assert.equal(bare.status, 418)
+    assert.equal(statusLine(bare!), 'HTTP/1.1 418')
+    assert.equal(bare!.status, 418)
+    assert.equal(written(parseResponseHead(head('HTTP/1.0 404 Not Found', 'Content-Length: 0'), false)!, ''), head('HTTP/1.1 404 Not Found', 'Content-Length: 0'))
+  })
+
+  it('writes the received lines less the hop-by-hop ones, wherever they are, then the added ones', () => {
+    const h = parseResponseHead(head('HTTP/1.1 200 OK', 'Connection: keep-alive, X-Hop', 'Server: s', 'Keep-Alive: timeout=5', 'X-Hop: 1', 'Content-Length:  3 ', 'Transfer-Encoding-X: y', 'Proxy-Authenticate: z'), false)!
+    assert.equal(h.keepAliveMs, 5000)
+    assert.equal(written(h, 'set-cookie: a=b\r\n'), head('HTTP/1.1 200 OK', 'Server: s', 'Content-Length:  3 ', 'Transfer-Encoding-X: y', 'set-cookie: a=b'))
+    assert.deepEqual(responseHeaders(h), ['Server', 's', 'Content-Length', '3', 'Transfer-Encoding-X', 'y'])
   })
 
   const malformed: Array<[string, string]> = [
@@ -607,7 +634,15 @@ describe('parseResponseHead', () => {
       const text = head('HTTP/1.1 200 OK', ...Array.from({ length: raw.length / 2 }, (_, i) => `${raw[2 * i]}: ${raw[2 * i + 1]}`))
       const parsed = parseResponseHead(text, false)
       assert.ok(parsed !== null, JSON.stringify(text))
-      assert.deepEqual(parsed.headers, downstreamResponseHeaders(raw), JSON.stringify(text))
+      assert.deepEqual(responseHeaders(parsed), downstreamResponseHeaders(raw), JSON.stringify(text))
+      // The bytes the lane writes say the same: the same status line and headers, nothing left to drop.
+      const extra = random() < 0.5 ? '' : 'set-cookie: s=1\r\n'
+      const out = written(parsed, extra)
+      const again = parseResponseHead(out, false)
+      assert.ok(again !== null, JSON.stringify(out))
+      assert.equal(again.dropped, null, JSON.stringify(out))
+      assert.equal(statusLine(again), 'HTTP/1.1 200 OK')
+      assert.deepEqual(responseHeaders(again), [...downstreamResponseHeaders(raw), ...(extra === '' ? [] : ['set-cookie', 's=1'])], JSON.stringify(out))
       if (raw.some((x, i) => i % 2 === 0 && x.toLowerCase() === 'connection' && /x-|vary|server|date/i.test(raw[i + 1]!))) withConnectionTokens++
     }
     assert.ok(withConnectionTokens > 100, `only ${withConnectionTokens} heads named headers in Connection`)

@@ -34,13 +34,16 @@ export const HEAD_END = Buffer.from('\r\n\r\n', 'latin1')
 
 /** The field line readField read last (both parsers are synchronous, so one scratch object serves). */
 const field = { name: '', value: '' }
+/** Where the field line scanField read last lies in its text: the colon and the trimmed value. */
+const at = { colon: 0, vs: 0, ve: 0 }
 
 /**
- * Reads the `name: value` line at `pos` of a head whose field lines end before `end` into `field`
- * (the value trimmed of spaces and tabs). Returns where the next line starts, or -1 for a line
- * that is not a token, a colon and field-value bytes ended by CRLF.
+ * Checks the `name: value` line at `pos` of a head whose field lines end before `end` and notes
+ * where its colon and its value (trimmed of spaces and tabs) are in `at`, without slicing. Returns
+ * where the next line starts, or -1 for a line that is not a token, a colon and field-value bytes
+ * ended by CRLF.
  */
-function readField(text: string, pos: number, end: number): number {
+function scanField(text: string, pos: number, end: number): number {
   const eol = text.indexOf('\r\n', pos)
   if (eol === -1 || eol > end) return -1
   const colon = text.indexOf(':', pos)
@@ -51,9 +54,19 @@ function readField(text: string, pos: number, end: number): number {
   while (vs < ve && (text.charCodeAt(vs) === 32 || text.charCodeAt(vs) === 9)) vs++
   while (ve > vs && (text.charCodeAt(ve - 1) === 32 || text.charCodeAt(ve - 1) === 9)) ve--
   for (let i = vs; i < ve; i++) if (VCHAR[text.charCodeAt(i)] !== 1) return -1
-  field.name = text.slice(pos, colon)
-  field.value = text.slice(vs, ve)
+  at.colon = colon
+  at.vs = vs
+  at.ve = ve
   return eol + 2
+}
+
+/** scanField, then the name and the value sliced into `field`. */
+function readField(text: string, pos: number, end: number): number {
+  const next = scanField(text, pos, end)
+  if (next === -1) return -1
+  field.name = text.slice(pos, at.colon)
+  field.value = text.slice(at.vs, at.ve)
+  return next
 }
 
 export interface RequestHead {
@@ -157,14 +170,19 @@ export type Framing = (typeof Framing)[keyof typeof Framing]
 
 export interface ResponseHead {
   readonly status: number
-  /** `HTTP/1.1 200 OK`: the status line, with the version the proxy speaks. */
-  readonly statusLine: string
   /**
-   * `[name, value, ...]` as sent, less the hop-by-hop ones: what goes on to the client, the same
-   * list headers.ts's downstreamResponseHeaders gives (found here, in the one pass over the head,
-   * because most names can be ruled out by their length without lower-casing them).
+   * The head as received (latin1, up to and including the blank line). What goes on to the client
+   * is this text less the `dropped` lines, with the status line's version made HTTP/1.1: the lane
+   * copies those bytes as they are (writeResponseHead) rather than rebuilding the head from strings.
    */
-  readonly headers: string[]
+  readonly text: string
+  /** Where the status line's CRLF is in `text`. */
+  readonly lineEnd: number
+  /**
+   * `[start, end, start, end, ...]`: the hop-by-hop field lines (each with its CRLF), in order, that
+   * must not reach the client; null when there are none.
+   */
+  readonly dropped: number[] | null
   readonly framing: Framing
   /** Body bytes for Framing.LENGTH. */
   readonly contentLength: number
@@ -177,6 +195,9 @@ export interface ResponseHead {
 /**
  * Parses an upstream's response head (`text` as in parseRequestHead); null when it is malformed,
  * which the lane treats as a reset connection. `bodiless` is true for a response to HEAD.
+ *
+ * Only names of the lengths that matter (and proxy-*) are sliced and lower-cased; the hop-by-hop
+ * lines are noted by position, so a usual response costs no string per header.
  */
 export function parseResponseHead(text: string, bodiless: boolean): ResponseHead | null {
   const lineEnd = text.indexOf('\r\n')
@@ -190,7 +211,7 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   if (lineEnd > 12 && text.charCodeAt(12) !== 32) return null
   for (let i = 13; i < lineEnd; i++) if (VCHAR[text.charCodeAt(i)] !== 1) return null
   const status = d0 * 100 + d1 * 10 + d2
-  const headers: string[] = []
+  let dropped: number[] | null = null
   let contentLength = -1
   let chunked = false
   let transferEncoding = false
@@ -200,14 +221,14 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   let pos = lineEnd + 2
   let named: Set<string> | null = null
   while (pos < end) {
-    pos = readField(text, pos, end)
-    if (pos === -1) return null
-    const name = field.name
-    const value = field.value
-    const n = name.length
+    const next = scanField(text, pos, end)
+    if (next === -1) return null
+    const n = at.colon - pos
     // Only these lengths, and proxy-*, can be a name this parse or the hop-by-hop list cares about.
-    if (n === 2 || n === 7 || n === 10 || n === 14 || n === 17 || (n > 6 && (name.charCodeAt(0) | 0x20) === 0x70)) {
-      const lower = name.toLowerCase()
+    if (n === 2 || n === 7 || n === 10 || n === 14 || n === 17 || (n > 6 && (text.charCodeAt(pos) | 0x20) === 0x70)) {
+      const lower = text.slice(pos, at.colon).toLowerCase()
+      const value = text.slice(at.vs, at.ve)
+      let drop = false
       switch (lower) {
         case 'content-length': {
           if (value.length === 0 || value.length > 15) return null
@@ -224,40 +245,38 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
           const tokens = value.toLowerCase()
           if (tokens.includes('close')) close = true
           else if (minor === 48 && tokens.includes('keep-alive')) close = false
-          named = addConnectionTokens(value, named)
-          continue
+          // `keep-alive` and `close` name no header: the usual value needs no token list.
+          if (tokens !== 'keep-alive' && tokens !== 'close') named = addConnectionTokens(value, named)
+          drop = true
+          break
         }
         case 'keep-alive': {
           const m = /timeout\s*=\s*(\d+)/i.exec(value)
           if (m !== null) keepAliveMs = Number(m[1]) * 1000
-          continue
+          drop = true
+          break
         }
         case 'transfer-encoding':
           transferEncoding = true
           // Chunked must be the last coding; anything else is delimited by the connection's close.
           chunked = /(?:^|,)\s*chunked\s*$/i.test(value)
-          continue
+          drop = true
+          break
         case 'proxy-connection':
           if (value.toLowerCase().includes('close')) close = true
-          continue
+          drop = true
+          break
+        default:
+          drop = isHopByHop(lower, null)
       }
-      if (isHopByHop(lower, null)) continue
+      if (drop) (dropped ??= []).push(pos, next)
     }
-    headers.push(name, value)
+    pos = next
   }
   // Names a Connection header listed are hop-by-hop too (rare: a second pass only then).
-  if (named !== null) {
-    let kept = 0
-    for (let i = 0; i < headers.length; i += 2) {
-      if (named.has(headers[i]!.toLowerCase())) continue
-      headers[kept++] = headers[i]!
-      headers[kept++] = headers[i + 1]!
-    }
-    headers.length = kept
-  }
+  if (named !== null) dropped = dropNamed(text, lineEnd + 2, end, named, dropped)
   // Both Content-Length and Transfer-Encoding: ambiguous framing, refused like llhttp does.
   if (transferEncoding && contentLength !== -1) return null
-  const statusLine = `HTTP/1.1${text.slice(8, lineEnd)}`
   let framing: Framing
   if (bodiless || status < 200 || status === 204 || status === 304) framing = Framing.NONE
   else if (transferEncoding) framing = chunked ? Framing.CHUNKED : Framing.CLOSE
@@ -265,7 +284,79 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   else if (contentLength > 0) framing = Framing.LENGTH
   else framing = Framing.CLOSE
   if (framing === Framing.CLOSE) close = true
-  return { status, statusLine, headers, framing, contentLength: contentLength === -1 ? 0 : contentLength, close, keepAliveMs }
+  return { status, text, lineEnd, dropped, framing, contentLength: contentLength === -1 ? 0 : contentLength, close, keepAliveMs }
+}
+
+/** `dropped` with the lines of [from, end) whose names `named` lists added, in order. */
+function dropNamed(text: string, from: number, end: number, named: Set<string>, dropped: number[] | null): number[] {
+  const out: number[] = []
+  let d = 0
+  for (let pos = from; pos < end; ) {
+    const next = scanField(text, pos, end) // the first pass read every line already
+    if (dropped !== null && d < dropped.length && dropped[d] === pos) d += 2
+    else if (!named.has(text.slice(pos, at.colon).toLowerCase())) {
+      pos = next
+      continue
+    }
+    out.push(pos, next)
+    pos = next
+  }
+  return out
+}
+
+/** `HTTP/1.1 200 OK`: the head's status line, with the version the proxy speaks. */
+export function statusLine(head: ResponseHead): string {
+  return `HTTP/1.1${head.text.slice(8, head.lineEnd)}`
+}
+
+/**
+ * `[name, value, ...]` as sent (values trimmed), less the dropped lines: what goes on to the
+ * client, the list headers.ts's downstreamResponseHeaders gives. Built only when something needs
+ * the list (a response header rewrite).
+ */
+export function responseHeaders(head: ResponseHead): string[] {
+  const { text, dropped } = head
+  const headers: string[] = []
+  const end = text.length - 2
+  let d = 0
+  for (let pos = head.lineEnd + 2; pos < end; ) {
+    const next = readField(text, pos, end)
+    if (dropped !== null && d < dropped.length && dropped[d] === pos) d += 2
+    else headers.push(field.name, field.value)
+    pos = next
+  }
+  return headers
+}
+
+/** Bytes writeResponseHead writes for `head` with `extra` (field lines, each ending in CRLF). */
+export function responseHeadLength(head: ResponseHead, extra: string): number {
+  let length = head.text.length + extra.length
+  const dropped = head.dropped
+  if (dropped !== null) for (let i = 0; i < dropped.length; i += 2) length -= dropped[i + 1]! - dropped[i]!
+  return length
+}
+
+/**
+ * Writes the head to send the client into `out` at `offset`, from the received bytes (`src`, where
+ * the head starts at `srcStart`): HTTP/1.1, the status line's code and reason as received, the
+ * field lines less the dropped ones, then `extra` and the blank line. Returns where it ended.
+ */
+export function writeResponseHead(head: ResponseHead, src: Buffer, srcStart: number, extra: string, out: Buffer, offset: number): number {
+  const dropped = head.dropped
+  let o = offset + out.write('HTTP/1.1', offset, 'latin1')
+  let from = 8
+  if (dropped !== null) {
+    for (let i = 0; i < dropped.length; i += 2) {
+      o += src.copy(out, o, srcStart + from, srcStart + dropped[i]!)
+      from = dropped[i + 1]!
+    }
+  }
+  const end = head.text.length - 2
+  o += src.copy(out, o, srcStart + from, srcStart + end)
+  if (extra !== '') o += out.write(extra, o, 'latin1')
+  out[o++] = 13
+  out[o++] = 10
+  return o
 }
 
 // Chunked-body scanner states.

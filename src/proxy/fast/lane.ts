@@ -16,7 +16,7 @@ import type { AttemptRecord } from '../forwarder.ts'
 import { IDEMPOTENT_METHODS } from '../forwarder.ts'
 import { hashString } from '../../balancer/hash.ts'
 import type { RequestHead, ResponseHead } from './http1.ts'
-import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead } from './http1.ts'
+import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeResponseHead } from './http1.ts'
 import type { UpstreamConn, UpstreamUser } from './upstream.ts'
 import { UpstreamPool } from './upstream.ts'
 
@@ -356,11 +356,11 @@ export function headerMap(raw: readonly string[]): Record<string, string> {
   return map
 }
 
-/** A message head: the start line, `name: value` lines and the blank line. */
-function serialize(statusLine: string, headers: readonly string[]): string {
-  let s = `${statusLine}\r\n`
+/** A message head: the start line, `name: value` lines, `extra` (whole lines) and the blank line. */
+function serialize(startLine: string, headers: readonly string[], extra = ''): string {
+  let s = `${startLine}\r\n`
   for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`
-  return `${s}\r\n`
+  return `${s}${extra}\r\n`
 }
 
 /**
@@ -607,18 +607,17 @@ export class FastExchange implements UpstreamUser {
     const client = this.#client
     if (head.framing === Framing.CLOSE) client.closeAfter = true
     const route = this.#route!
-    const headers = head.headers // hop-by-hop ones already left out by the parse
-    if (route.responseHeaders !== null) applyHeaderRewrite(headers, route.responseHeaders)
     const service = route.service
     const sticky = service.stickyCookie
     const host = this.#host!
-    if (sticky !== null && host.stickyToken !== this.#context!.stickyToken) headers.push('set-cookie', `${sticky.name}=${host.stickyToken}; ${sticky.attributes}`)
-    if (head.framing === Framing.CHUNKED) headers.push('transfer-encoding', 'chunked')
+    // Field lines the lane adds; the upstream's own ones (less the hop-by-hop) pass as received.
+    let extra = ''
+    if (sticky !== null && host.stickyToken !== this.#context!.stickyToken) extra += `set-cookie: ${sticky.name}=${host.stickyToken}; ${sticky.attributes}\r\n`
+    if (head.framing === Framing.CHUNKED) extra += 'transfer-encoding: chunked\r\n'
     if (client.closeAfter || client.lane.owner.draining) {
       client.closeAfter = true
-      headers.push('connection', 'close')
+      extra += 'connection: close\r\n'
     }
-    const text = serialize(head.statusLine, headers)
     // How much of this buffer is body, and does the body end in it?
     let bodyEnd = buf.length
     let complete = false
@@ -648,17 +647,28 @@ export class FastExchange implements UpstreamUser {
     }
     if (bodyEnd < buf.length) this.#reusable = false // bytes past the response: not HTTP we understand
     const bodyLength = bodyEnd - bodyStart
+    const coalesce = bodyLength <= COALESCE_BYTES ? bodyLength : 0
+    let out: Buffer
+    if (route.responseHeaders === null) {
+      // The usual case: the head's bytes as received, less its hop-by-hop lines, plus `extra`.
+      out = Buffer.allocUnsafe(responseHeadLength(head, extra) + coalesce)
+      writeResponseHead(head, buf, bodyStart - head.text.length, extra, out, 0)
+    } else {
+      const headers = responseHeaders(head)
+      applyHeaderRewrite(headers, route.responseHeaders)
+      const text = serialize(statusLine(head), headers, extra)
+      out = Buffer.allocUnsafe(text.length + coalesce)
+      out.write(text, 0, 'latin1')
+    }
     let ok: boolean
     if (bodyLength === 0) {
-      ok = client.write(text)
-    } else if (bodyLength <= COALESCE_BYTES) {
-      const out = Buffer.allocUnsafe(text.length + bodyLength)
-      out.write(text, 0, 'latin1')
-      buf.copy(out, text.length, bodyStart, bodyEnd)
+      ok = client.write(out)
+    } else if (coalesce > 0) {
+      buf.copy(out, out.length - coalesce, bodyStart, bodyEnd)
       ok = client.write(out)
     } else {
       client.socket.cork()
-      client.write(text)
+      client.write(out)
       ok = client.write(buf.subarray(bodyStart, bodyEnd))
       client.socket.uncork()
     }
