@@ -507,6 +507,7 @@ export class FastExchange implements UpstreamUser {
     this.#everSent = true
     this.#unsent = null
     const socket = conn.socket
+    conn.activity++
     let ok: boolean
     if (later !== null && later.length > 0) {
       socket.cork()
@@ -535,7 +536,7 @@ export class FastExchange implements UpstreamUser {
     if (this.#bodyChunks !== null) this.#bodyChunks.push(part)
     const conn = this.#conn
     if (conn !== null && this.#sent) {
-      if (!conn.socket.write(part)) this.#pauseClient()
+      if (!conn.write(part)) this.#pauseClient()
     } else {
       // Connecting (or between attempts): sent once a connection is up.
       ;(this.#unsent ??= []).push(part)
@@ -603,7 +604,7 @@ export class FastExchange implements UpstreamUser {
     if (head.close) this.#reusable = false
     if (this.bodyRemaining > 0) this.#reusable = false // answered before the whole request was sent
     const timeouts = conn.pool.timeouts
-    if (timeouts.idleMs !== timeouts.requestMs && head.framing !== Framing.NONE) conn.socket.setTimeout(timeouts.idleMs)
+    if (timeouts.idleMs !== timeouts.requestMs && head.framing !== Framing.NONE) conn.arm(timeouts.idleMs)
     const client = this.#client
     if (head.framing === Framing.CLOSE) client.closeAfter = true
     const route = this.#route!
