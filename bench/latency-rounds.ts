@@ -4,9 +4,11 @@
  * the machine's cc as `npm run bench` does).
  *
  *   node bench/latency-rounds.ts [--peer outrigger|haproxy|direct] [--rate 28000] [--rounds 3]
- *     [--seconds 5] [--warm 3] [--idle S] [--node-flags "--trace-gc"] [--timeline]
+ *     [--seconds 5] [--warm 3] [--idle S] [--calibrate S] [--node-flags "--trace-gc"] [--timeline]
  *
- * `--idle S` waits S seconds between rounds, as the comparison's rotation does; `--timeline` prints
+ * `--idle S` waits S seconds between rounds, as the comparison's rotation does; `--calibrate S` runs
+ * each round's load for S seconds first and leaves it out, as the comparison does (default 0, so the
+ * first second on new connections is measured); `--timeline` prints
  * the worst latency of every 250 ms and the client's own longest wait between wakeups (a stall of
  * the client, not of the proxy), with the client's start on CLOCK_MONOTONIC to line up with
  * stamps taken in the proxy (process.hrtime). Each round prints the client's percentiles and the proxy's
@@ -30,6 +32,7 @@ const { values: opts } = parseArgs({
     seconds: { type: 'string', default: '5' },
     warm: { type: 'string', default: '3' },
     idle: { type: 'string', default: '0' },
+    calibrate: { type: 'string', default: '0' },
     'node-flags': { type: 'string', default: '' },
     timeline: { type: 'boolean', default: false },
   },
@@ -55,9 +58,9 @@ function ticks(): number {
   return Number(fields[11]) + Number(fields[12])
 }
 
-function run(seconds: string): { out: string; err: string } {
+function run(seconds: string, calibrate = '0'): { out: string; err: string } {
   const env = opts.timeline ? { ...process.env, FIXED_RATE_TIMELINE: '1' } : process.env
-  const r = spawnSync('taskset', ['-c', '1', client, '127.0.0.1', String(port), HOST_HEADER, '/', opts.rate, seconds, '64'], { encoding: 'utf8', env })
+  const r = spawnSync('taskset', ['-c', '1', client, '127.0.0.1', String(port), HOST_HEADER, '/', opts.rate, seconds, '64', calibrate], { encoding: 'utf8', env })
   if (r.status !== 0) throw new Error(`fixed-rate exited with ${r.status}: ${r.stderr}`)
   return { out: r.stdout.trim(), err: r.stderr.trim() }
 }
@@ -67,9 +70,9 @@ try {
   for (let i = 0; i < Number(opts.rounds); i++) {
     if (i > 0) await sleep(Number(opts.idle) * 1000)
     const before = ticks()
-    const { out, err } = run(opts.seconds)
-    const r = JSON.parse(out) as { completed: number; latenciesUs: { p50: number; p99: number; p999: number; max: number } }
-    const cpuUs = ((ticks() - before) * 10_000) / r.completed
+    const { out, err } = run(opts.seconds, opts.calibrate)
+    const r = JSON.parse(out) as { completed: number; requests: number; latenciesUs: { p50: number; p99: number; p999: number; max: number } }
+    const cpuUs = ((ticks() - before) * 10_000) / r.requests
     const l = r.latenciesUs
     console.log(`round ${i + 1}: p50 ${(l.p50 / 1000).toFixed(2)} ms  p99 ${(l.p99 / 1000).toFixed(2)} ms  p99.9 ${(l.p999 / 1000).toFixed(2)} ms  max ${(l.max / 1000).toFixed(2)} ms  CPU ${cpuUs.toFixed(1)} µs/req`)
     if (err !== '') console.log(err)

@@ -1,7 +1,12 @@
 /*
  * Open-loop load at a fixed rate, wrk2-style, for the latency scenario of bench/compare.ts.
- *   fixed-rate HOST PORT HOST_HEADER PATH RATE SECONDS CONNECTIONS
- * Prints one JSON line: {"sent","completed","errors","seconds","latenciesUs":{"p50","p99","p999","max"}}.
+ *   fixed-rate HOST PORT HOST_HEADER PATH RATE SECONDS CONNECTIONS [CALIBRATE]
+ * Prints one JSON line: {"sent","completed","requests","errors","seconds","latenciesUs":{"p50","p99","p999","max"}}.
+ *
+ * CALIBRATE (seconds, default 0) runs the same load on the same connections first and leaves it
+ * out of the figures, as wrk2's calibration period: "sent", "completed", "seconds" and the
+ * percentiles are for the SECONDS after it; "requests" counts every completed request, calibration
+ * included (what the proxy's CPU time over the whole run is divided by).
  *
  * The same method as fixed-rate.ts: request i is due at start + i / RATE and its latency runs from
  * that due time, so a stall of the server is charged to every request it delayed (no coordinated
@@ -112,8 +117,8 @@ static int frame(conn_t *c, int *bad) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 8) {
-    fprintf(stderr, "usage: fixed-rate HOST PORT HOST_HEADER PATH RATE SECONDS CONNECTIONS\n");
+  if (argc != 8 && argc != 9) {
+    fprintf(stderr, "usage: fixed-rate HOST PORT HOST_HEADER PATH RATE SECONDS CONNECTIONS [CALIBRATE]\n");
     return 2;
   }
   const char *host = argv[1];
@@ -121,9 +126,10 @@ int main(int argc, char **argv) {
   double rate = atof(argv[5]);
   double seconds = atof(argv[6]);
   int nconn = atoi(argv[7]);
+  double calibrate = argc == 9 ? atof(argv[8]) : 0;
   char request[1024];
   int request_len = snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", argv[4], argv[3]);
-  long total = (long)(rate * seconds + 0.5);
+  long total = (long)(rate * (calibrate + seconds) + 0.5);
   double interval = 1e9 / rate;
 
   double *lat_us = malloc(sizeof(double) * (size_t)(total > 0 ? total : 1));
@@ -160,10 +166,11 @@ int main(int argc, char **argv) {
   double *gaps = calloc((size_t)windows, sizeof(double)); /* the client's own longest wait between wakeups */
   if (worst == NULL || gaps == NULL) die("calloc");
   double last_wake = 0;
-  long sent = 0, completed = 0, errors = 0;
+  long sent = 0, completed = 0, errors = 0, measured_sent = 0, all_completed = 0;
   struct epoll_event events[256];
   double start = now_ns();
-  double give_up = start + (seconds + 10) * 1e9;
+  double t0 = start + calibrate * 1e9; /* the measured part starts here */
+  double give_up = t0 + (seconds + 10) * 1e9;
   for (;;) {
     double now = now_ns();
     long due_count = (long)((now - start) / interval) + 1;
@@ -172,6 +179,7 @@ int main(int argc, char **argv) {
       conn_t *c = &conns[idle[--nidle]];
       c->due = start + (double)sent * interval;
       sent++;
+      if (c->due >= t0) measured_sent++;
       if (write(c->fd, request, (size_t)request_len) != request_len) {
         errors++;
         c->due = -1;
@@ -191,7 +199,7 @@ int main(int argc, char **argv) {
     }
     double at = now_ns();
     if (last_wake > 0) {
-      int gw = (int)((at - start) / 250e6);
+      int gw = (int)((at - t0) / 250e6);
       if (gw >= 0 && gw < windows && at - last_wake > gaps[gw]) gaps[gw] = at - last_wake;
     }
     last_wake = at;
@@ -213,9 +221,11 @@ int main(int argc, char **argv) {
       int done = frame(c, &bad);
       if (done > 0 && c->due >= 0) {
         if (bad > 0) errors++;
+        else if (c->due < t0) all_completed++; /* calibration */
         else {
+          all_completed++;
           lat_us[completed] = (at - c->due) / 1000.0;
-          int w = (int)((c->due - start) / 250e6);
+          int w = (int)((c->due - t0) / 250e6);
           if (w >= 0 && w < windows && lat_us[completed] > worst[w]) worst[w] = lat_us[completed];
           completed++;
         }
@@ -224,9 +234,9 @@ int main(int argc, char **argv) {
       }
     }
   }
-  double elapsed = (now_ns() - start) / 1e9;
+  double elapsed = (now_ns() - t0) / 1e9;
   if (timeline) {
-    fprintf(stderr, "started at CLOCK_MONOTONIC %.3f s\n", start / 1e9);
+    fprintf(stderr, "measured from CLOCK_MONOTONIC %.3f s (after %.1f s of calibration)\n", t0 / 1e9, calibrate);
     for (int w = 0; w < windows; w++) fprintf(stderr, "%.2fs %.0fus%s", w * 0.25, worst[w], w % 8 == 7 ? "\n" : "  ");
     fprintf(stderr, "\nthe client's longest gap between wakeups:\n");
     for (int w = 0; w < windows; w++) fprintf(stderr, "%.2fs %.0fus%s", w * 0.25, gaps[w] / 1000, w % 8 == 7 ? "\n" : "  ");
@@ -234,7 +244,7 @@ int main(int argc, char **argv) {
   }
   qsort(lat_us, (size_t)completed, sizeof(double), cmp_double);
 #define AT(p) (completed == 0 ? 0.0 : lat_us[(long)((p) / 100.0 * (double)completed + 0.999999) - 1 < 0 ? 0 : (long)((p) / 100.0 * (double)completed + 0.999999) - 1])
-  printf("{\"sent\":%ld,\"completed\":%ld,\"errors\":%ld,\"seconds\":%.6f,\"latenciesUs\":{\"p50\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}}\n", sent, completed, errors, elapsed,
+  printf("{\"sent\":%ld,\"completed\":%ld,\"requests\":%ld,\"errors\":%ld,\"seconds\":%.6f,\"latenciesUs\":{\"p50\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}}\n", measured_sent, completed, all_completed, errors, elapsed,
          AT(50), AT(99), AT(99.9), completed == 0 ? 0.0 : lat_us[completed - 1]);
   return 0;
 }
