@@ -13,8 +13,8 @@
 //   instead of four helper threads. A sidecar usually runs under a CPU limit of a core or less, where
 //   the helpers take that core from the event loop for milliseconds at a time: with the proxy pinned to one
 //   core, the event loop was seen waiting 10-45 ms for them (/proc/thread-self/schedstat), and the
-//   fixed-rate p99 at half the max rate fell from 3.7 to 1.6 ms (median of 3 rounds) with the flag,
-//   at the same max rate (0.54 × HAProxy's in both runs).
+//   p99 added at half the max rate fell from 3.7 to 1.6 ms (median of 3 rounds) with the flag, at
+//   the same max rate (0.54 × HAProxy's in both runs). `node --no-single-threaded` undoes it.
 // The Dockerfile's ENTRYPOINT passes the same flags; test/packaging/dockerfile.test.ts holds the
 // two together. To choose others, run `node <flags> dist/cli.js`: a flag on the command line wins
 // over NODE_OPTIONS.
