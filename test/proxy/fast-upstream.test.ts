@@ -78,7 +78,7 @@ describe('UpstreamPool timeouts (the sweep instead of socket.setTimeout)', () =>
     const user = new Recorder()
     const conn = pool.acquire(user)
     await until(() => user.connectedAt >= 0)
-    conn.write('drip')
+    conn.write(Buffer.from('drip'))
     await until(() => user.data === 'abcdefghijklmnop' || user.timedOutAt >= 0)
     assert.equal(user.timedOutAt, -1, `timed out after reading ${JSON.stringify(user.data)}`)
     pool.destroy()

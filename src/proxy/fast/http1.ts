@@ -293,12 +293,9 @@ function dropNamed(text: string, from: number, end: number, named: Set<string>, 
   let d = 0
   for (let pos = from; pos < end; ) {
     const next = scanField(text, pos, end) // the first pass read every line already
-    if (dropped !== null && d < dropped.length && dropped[d] === pos) d += 2
-    else if (!named.has(text.slice(pos, at.colon).toLowerCase())) {
-      pos = next
-      continue
-    }
-    out.push(pos, next)
+    const already = dropped !== null && d < dropped.length && dropped[d] === pos
+    if (already) d += 2
+    if (already || named.has(text.slice(pos, at.colon).toLowerCase())) out.push(pos, next)
     pos = next
   }
   return out

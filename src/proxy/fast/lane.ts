@@ -603,8 +603,7 @@ export class FastExchange implements UpstreamUser {
     this.responded = true
     if (head.close) this.#reusable = false
     if (this.bodyRemaining > 0) this.#reusable = false // answered before the whole request was sent
-    const timeouts = conn.pool.timeouts
-    if (timeouts.idleMs !== timeouts.requestMs && head.framing !== Framing.NONE) conn.arm(timeouts.idleMs)
+    if (head.framing !== Framing.NONE) conn.arm(conn.pool.timeouts.idleMs) // between body chunks
     const client = this.#client
     if (head.framing === Framing.CLOSE) client.closeAfter = true
     const route = this.#route!

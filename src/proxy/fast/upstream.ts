@@ -65,9 +65,9 @@ export class UpstreamConn {
   }
 
   /** Writes to the upstream (counted as activity); false when its buffer is full. */
-  write(data: Buffer | string): boolean {
+  write(data: Buffer): boolean {
     this.activity++
-    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data)
+    return this.socket.write(data)
   }
 
   /** The pool's sweep, `elapsedMs` after the previous one: true when the timeout ran out. */
