@@ -336,6 +336,53 @@ describe('the fast lane against upstreams that misbehave', () => {
     }
   })
 
+  it('passes every byte of large responses to a client that stops reading, and a head that arrives in two reads', async () => {
+    // The lane reads each upstream connection into one buffer it reuses (UpstreamConn): bytes the
+    // client's socket has not taken must not be overwritten by the next read, and a head split
+    // across reads must be kept as a copy. A patterned body in 8 KiB writes, one per turn, checked
+    // byte for byte once the paused client reads again; two responses on the one connection.
+    // More than loopback's socket buffers hold (tcp_wmem's 4 MiB each way, and the client's receive
+    // window), so the proxy must queue writes and then stop reading the upstream.
+    const size = 12 * 1024 * 1024
+    const body = Buffer.alloc(size)
+    for (let i = 0; i < size; i++) body[i] = (i * 31 + (i >>> 9)) & 0xff
+    let upSocket: net.Socket | null = null
+    const up = await rawUpstream((socket) => {
+      upSocket = socket
+      socket.write('HTTP/1.1 200 OK\r\ncontent-')
+      setTimeout(() => {
+        socket.write(`length: ${size}\r\n\r\n`)
+        let at = 0
+        const next = (): void => {
+          if (socket.destroyed || at >= size) return
+          socket.write(body.subarray(at, at + 8192))
+          at += 8192
+          setImmediate(next)
+        }
+        next()
+      }, 20)
+    })
+    const sc = await startSidecar({ services: { big: { source: 'static', endpoints: [up.address] } } })
+    cleanup.push(() => up.close(), () => sc.stop())
+    const c = await RawClient.connect(portOf(sc.url))
+    try {
+      c.socket.pause()
+      c.send('GET /1 HTTP/1.1\r\nHost: big\r\n\r\nGET /2 HTTP/1.1\r\nHost: big\r\n\r\n')
+      // The proxy stopped reading the upstream: the client's socket is full and writes queued.
+      await waitFor('the upstream backed up', () => upSocket !== null && upSocket.writableLength > 0)
+      c.socket.resume()
+      const rs = await c.responses(2, 30_000)
+      const expected = body.toString('latin1')
+      for (const [i, r] of rs.entries()) {
+        assert.equal(r.status, 200)
+        assert.equal(r.body.length, size)
+        assert.ok(r.body === expected, `response ${i + 1}: first differing byte at ${[...r.body].findIndex((ch, k) => ch !== expected[k])}`)
+      }
+    } finally {
+      c.close()
+    }
+  })
+
   it('retries a GET whose reused upstream connection was closed, and every request succeeds', async () => {
     // Answers with keep-alive implied, then closes each connection just after: the next request
     // may find it dead. GETs are retried (idempotent, nothing was answered).

@@ -574,7 +574,8 @@ export class FastExchange implements UpstreamUser {
         const end = buf.indexOf(HEAD_END, start)
         if (end === -1) {
           if (buf.length - start > MAX_RESPONSE_HEAD_BYTES) return this.#upstreamFailed('reset')
-          this.#headBuf = start === 0 ? buf : buf.subarray(start)
+          // `chunk` is the connection's read buffer: what is kept must be a copy.
+          this.#headBuf = buf === chunk ? Buffer.from(chunk.subarray(start)) : buf.subarray(start)
           return
         }
         if (end - start > MAX_RESPONSE_HEAD_BYTES) return this.#upstreamFailed('reset')
@@ -583,7 +584,7 @@ export class FastExchange implements UpstreamUser {
         if (head.status < 200) {
           // 1xx (103 Early Hints...): passed to the client as is; the real response follows.
           this.responded = true
-          this.#client.write(buf.subarray(start, end + 4))
+          this.#forward(null, buf.subarray(start, end + 4))
           start = end + 4
           continue
         }
@@ -667,10 +668,7 @@ export class FastExchange implements UpstreamUser {
       buf.copy(out, out.length - coalesce, bodyStart, bodyEnd)
       ok = client.write(out)
     } else {
-      client.socket.cork()
-      client.write(out)
-      ok = client.write(buf.subarray(bodyStart, bodyEnd))
-      client.socket.uncork()
+      ok = this.#forward(out, buf.subarray(bodyStart, bodyEnd))
     }
     if (complete) return this.#complete()
     if (!ok) this.#pauseUpstream()
@@ -695,9 +693,33 @@ export class FastExchange implements UpstreamUser {
       }
     }
     if (end < chunk.length) this.#reusable = false
-    const ok = this.#client.write(start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end))
+    const ok = this.#forward(null, start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end))
     if (complete) return this.#complete()
     if (!ok) this.#pauseUpstream()
+  }
+
+  /**
+   * Writes `head` (a buffer of ours, or null) and then `bytes`, a view of the upstream connection's
+   * read buffer, to the client; false when its buffer is full. The connection reads its next chunk
+   * into the same buffer (UpstreamConn), so `bytes` must not stay referenced by a write the kernel
+   * has not taken: when the client's socket already holds unsent bytes the write would be queued,
+   * so it gets a copy; otherwise it is written as is and, if the kernel took only part of it, the
+   * connection moves to a new read buffer. In the usual case (the client keeps up) nothing is copied.
+   */
+  #forward(head: Buffer | null, bytes: Buffer): boolean {
+    const socket = this.#client.socket
+    const queued = socket.writableLength > 0
+    const data = queued ? Buffer.from(bytes) : bytes
+    let ok: boolean
+    if (head === null) ok = socket.write(data)
+    else {
+      socket.cork()
+      socket.write(head)
+      ok = socket.write(data)
+      socket.uncork()
+    }
+    if (!queued && socket.writableLength > 0) this.#conn?.detach()
+    return ok
   }
 
   #pauseUpstream(): void {
