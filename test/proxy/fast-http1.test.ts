@@ -3,8 +3,8 @@ import http from 'node:http'
 import net from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import type { ResponseHead } from '../../src/proxy/fast/http1.ts'
-import { CHUNKED_ERROR, ChunkedScanner, Framing, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeResponseHead } from '../../src/proxy/fast/http1.ts'
-import { downstreamResponseHeaders } from '../../src/proxy/headers.ts'
+import { CHUNKED_ERROR, ChunkedScanner, Framing, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeRequestHead, writeResponseHead } from '../../src/proxy/fast/http1.ts'
+import { downstreamResponseHeaders, upstreamRequestHeaders } from '../../src/proxy/headers.ts'
 import { prng } from '../support/prng.ts'
 import type { RequestHead } from '../../src/proxy/fast/http1.ts'
 
@@ -47,18 +47,25 @@ class Rng {
 describe('parseRequestHead', () => {
   it('reads a typical GET', () => {
     const h = parseRequestHead(head('GET /api/v1/items?x=1&y=%20 HTTP/1.1', 'Host: api.internal:8080', 'User-Agent: curl/8.5.0', 'Accept: */*'))
-    assert.deepEqual(h, {
-      method: 'GET',
-      target: '/api/v1/items?x=1&y=%20',
-      headers: ['Host', 'api.internal:8080', 'User-Agent', 'curl/8.5.0', 'Accept', '*/*'],
-      contentLength: 0,
-      host: 'api.internal:8080',
-      close: false,
-    })
+    assert.ok(h !== null)
+    assert.deepEqual(
+      { method: h.method, target: h.target, headers: h.headers, contentLength: h.contentLength, host: h.host, close: h.close, dropped: h.dropped, forwardedFor: h.forwardedFor },
+      {
+        method: 'GET',
+        target: '/api/v1/items?x=1&y=%20',
+        headers: ['Host', 'api.internal:8080', 'User-Agent', 'curl/8.5.0', 'Accept', '*/*'],
+        contentLength: 0,
+        host: 'api.internal:8080',
+        close: false,
+        dropped: null,
+        forwardedFor: '',
+      },
+    )
   })
 
   it('reads a head with only a Host header; one without any goes to node', () => {
-    assert.deepEqual(parseRequestHead(head('GET / HTTP/1.1', 'Host: a')), { method: 'GET', target: '/', headers: ['Host', 'a'], contentLength: 0, host: 'a', close: false })
+    const h = parseRequestHead(head('GET / HTTP/1.1', 'Host: a'))
+    assert.deepEqual([h?.method, h?.target, h?.headers, h?.contentLength, h?.host, h?.close], ['GET', '/', ['Host', 'a'], 0, 'a', false])
     assert.equal(parseRequestHead(head('GET / HTTP/1.1')), null)
   })
 
@@ -646,6 +653,64 @@ describe('parseResponseHead', () => {
       if (raw.some((x, i) => i % 2 === 0 && x.toLowerCase() === 'connection' && /x-|vary|server|date/i.test(raw[i + 1]!))) withConnectionTokens++
     }
     assert.ok(withConnectionTokens > 100, `only ${withConnectionTokens} heads named headers in Connection`)
+  })
+})
+
+describe('writeRequestHead', () => {
+  /** `[lower-case name, value]` pairs of a head's field lines, grouped by name (order kept within a name). */
+  function byName(headers: readonly string[]): Array<[string, string]> {
+    const pairs: Array<[string, string]> = []
+    for (let i = 0; i < headers.length; i += 2) pairs.push([headers[i]!.toLowerCase(), headers[i + 1]!])
+    return pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+  }
+
+  it('sends upstream the headers upstreamRequestHeaders (the slow path) sends (property)', () => {
+    const random = prng(23)
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
+    const names = ['Accept', 'User-Agent', 'Cookie', 'cookie', 'X-Trace', 'x-foo', 'Connection', 'connection', 'CONNECTION', 'Keep-Alive', 'TE', 'te', 'Trailer', 'Proxy-Authorization', 'proxy-x', 'Proxy-Connection', 'Proxy', 'Proxy-', 'X-Forwarded-For', 'x-forwarded-for', 'X-Forwarded-Proto', 'X-FORWARDED-HOST', 'X-Forwarded', 'Content-Type', 'Te-X', 'Hosts', 'X-Forwarded-Fort']
+    const values: Record<string, readonly string[]> = {
+      connection: ['keep-alive', 'Keep-Alive', 'close', 'CLOSE', 'X-Trace', 'x-foo, Accept', 'keep-alive, TE', 'host, Cookie', 'X-Forwarded-For', 'close, x-forwarded-proto'],
+      'proxy-connection': ['keep-alive', 'close'],
+      'x-forwarded-for': ['10.0.0.1', '10.0.0.1, 10.0.0.2', ''],
+    }
+    const addresses = ['127.0.0.1', '::1', '10.1.2.3']
+    let withForwarded = 0
+    let withTokens = 0
+    let rewritten = 0
+    for (let c = 0; c < 3000; c++) {
+      const lines: string[] = []
+      const count = Math.floor(random() * 8)
+      for (let i = 0; i < count; i++) {
+        const name = pick(names)
+        lines.push(`${name}:${pick([' ', '', '\t '])}${pick(values[name.toLowerCase()] ?? ['v', 'a b', '', 'caf\xe9'])}`)
+      }
+      lines.splice(Math.floor(random() * (lines.length + 1)), 0, `${pick(['Host', 'host', 'HOST'])}: ${pick(['a', 'api.internal:8080', '[::1]:80'])}`)
+      if (random() < 0.3) lines.splice(Math.floor(random() * (lines.length + 1)), 0, 'Content-Length: 3')
+      const method = pick(['GET', 'POST', 'DELETE'])
+      const target = pick(['/', '/a/b?c=d', '/x'])
+      const text = head(`${method} ${target} HTTP/1.1`, ...lines)
+      const parsed = parseRequestHead(text)
+      if (parsed === null) {
+        // Only a Connection listing upgrade is refused among these.
+        assert.ok(/connection:[^\r]*upgrade/i.test(text), JSON.stringify(text))
+        continue
+      }
+      const address = pick(addresses)
+      const slow = upstreamRequestHeaders(parsed.headers, address, 'http', null).headers
+      const path = random() < 0.5 ? target : pick(['/', '/stripped', '/a/b?c=d'])
+      if (path !== target) rewritten++
+      const xff = parsed.forwardedFor === '' ? address : `${parsed.forwardedFor}, ${address}`
+      const tail = Buffer.from(`x-forwarded-for: ${xff}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${parsed.host}\r\n\r\n`, 'latin1')
+      const out = writeRequestHead(parsed, Buffer.from(text, 'latin1'), path, tail).toString('latin1')
+      const again = parseRequestHead(out)
+      assert.ok(again !== null, JSON.stringify(out))
+      assert.equal(out.slice(0, out.indexOf('\r\n')), `${method} ${path} HTTP/1.1`)
+      assert.deepEqual(byName(again.headers), byName(slow), `${JSON.stringify(text)} -> ${JSON.stringify(out)}`)
+      assert.equal(again.contentLength, parsed.contentLength)
+      if (parsed.forwardedFor !== '') withForwarded++
+      if (/connection:[^\r]*(x-|accept|te|cookie)/i.test(text)) withTokens++
+    }
+    assert.ok(withForwarded > 200 && withTokens > 200 && rewritten > 500, `coverage: ${withForwarded} with X-Forwarded-For, ${withTokens} naming headers in Connection, ${rewritten} rewritten paths`)
   })
 })
 

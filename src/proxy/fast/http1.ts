@@ -69,31 +69,93 @@ function readField(text: string, pos: number, end: number): number {
   return next
 }
 
-export interface RequestHead {
+/** The forwarded methods by their length: the method is matched in place, not sliced per request. */
+const METHODS_BY_LENGTH: ReadonlyArray<readonly string[]> = (() => {
+  const out: string[][] = []
+  for (const m of METHODS) (out[m.length] ??= []).push(m)
+  return out
+})()
+
+/** The name at `pos` of `text` is `lower` (which is lower case; the text's letters may be either). */
+function nameIs(text: string, pos: number, lower: string): boolean {
+  // `| 0x20` lower-cases a letter and leaves '-' and digits alone; no other tchar becomes a letter.
+  for (let i = 0; i < lower.length; i++) if ((text.charCodeAt(pos + i) | 0x20) !== lower.charCodeAt(i)) return false
+  return true
+}
+
+/** The field lines of `text` after the start line (which ends at `lineEnd`) as `[name, value, ...]`. */
+function fieldList(text: string, lineEnd: number): string[] {
+  const headers: string[] = []
+  const end = text.length - 2
+  for (let pos = lineEnd + 2; pos < end; ) {
+    pos = readField(text, pos, end)
+    headers.push(field.name, field.value)
+  }
+  return headers
+}
+
+/** A request head parseRequestHead took. */
+export class RequestHead {
   readonly method: string
   /** The origin-form request target (path and query), as sent. */
   readonly target: string
-  /** `[name, value, name, value, ...]` as sent (values trimmed of surrounding whitespace). */
-  readonly headers: string[]
+  /** The head as received (latin1, up to and including the blank line). */
+  readonly text: string
+  /** Where the request line's CRLF is in `text`. */
+  readonly lineEnd: number
   /** The Content-Length, or 0 when there is none. */
   readonly contentLength: number
-  /** The Host header's value, '' when there is none. */
+  /** The Host header's value. */
   readonly host: string
   /** The client asked to close the connection after this exchange (`Connection: close`). */
   readonly close: boolean
+  /**
+   * `[start, end, start, end, ...]`: the field lines (each with its CRLF), in order, that do not go
+   * upstream: the hop-by-hop ones and X-Forwarded-For/-Proto/-Host, which the proxy writes itself
+   * (headers.ts's upstreamRequestHeaders drops the same); null when there are none.
+   */
+  readonly dropped: number[] | null
+  /** The X-Forwarded-For values received, joined by ", "; '' when there were none. */
+  readonly forwardedFor: string
+  #headers: string[] | null = null
+
+  constructor(text: string, method: string, target: string, lineEnd: number, contentLength: number, host: string, close: boolean, dropped: number[] | null, forwardedFor: string) {
+    this.text = text
+    this.method = method
+    this.target = target
+    this.lineEnd = lineEnd
+    this.contentLength = contentLength
+    this.host = host
+    this.close = close
+    this.dropped = dropped
+    this.forwardedFor = forwardedFor
+  }
+
+  /**
+   * `[name, value, name, value, ...]` as sent (values trimmed of surrounding whitespace). Made on
+   * first use (routes that match headers, hash keys, a header rewrite): a usual request needs none.
+   */
+  get headers(): string[] {
+    return (this.#headers ??= fieldList(this.text, this.lineEnd))
+  }
 }
 
 /**
  * Parses a request head: `text` is the head as latin1, up to and including the blank line's CRLF.
  * Returns null for anything outside the narrow subset described above.
+ *
+ * Names are matched in place by length and letters; only the values the lane needs are sliced
+ * (Host, and the rare ones), so a usual request costs no string per header.
  */
 export function parseRequestHead(text: string): RequestHead | null {
   const lineEnd = text.indexOf('\r\n')
   if (lineEnd === -1) return null
   const sp1 = text.indexOf(' ')
   if (sp1 <= 0 || sp1 > lineEnd) return null
-  const method = text.slice(0, sp1)
-  if (!METHODS.has(method)) return null
+  let method: string | null = null
+  const sameLength = METHODS_BY_LENGTH[sp1]
+  if (sameLength !== undefined) for (const m of sameLength) if (text.startsWith(m)) method = m
+  if (method === null) return null
   const sp2 = text.indexOf(' ', sp1 + 1)
   if (sp2 === -1 || sp2 > lineEnd || lineEnd - sp2 !== 9 || !text.startsWith('HTTP/1.1', sp2 + 1)) return null
   if (text.charCodeAt(sp1 + 1) !== 47 /* '/' */) return null
@@ -102,59 +164,133 @@ export function parseRequestHead(text: string): RequestHead | null {
     if (c <= 0x20 || c >= 0x7f) return null
   }
   const target = text.slice(sp1 + 1, sp2)
-  const headers: string[] = []
   let contentLength = -1
   let host: string | null = null
   let close = false
+  let dropped: number[] | null = null
+  let forwardedFor = ''
+  let named: Set<string> | null = null
   const end = text.length - 2
   let pos = lineEnd + 2
   while (pos < end) {
-    pos = readField(text, pos, end)
-    if (pos === -1) return null
-    const name = field.name
-    const value = field.value
-    // Only names of these lengths matter here: 4 host, 6 expect, 7 upgrade, 10 connection,
-    // 14 content-length, 17 transfer-encoding.
-    switch (name.length) {
+    const next = scanField(text, pos, end)
+    if (next === -1) return null
+    const vs = at.vs
+    const ve = at.ve
+    let drop = false
+    // Only names of these lengths matter here: 2 te, 4 host, 6 expect, 7 upgrade and trailer,
+    // 10 connection and keep-alive, 14 content-length, 15-17 x-forwarded-*, 17 transfer-encoding;
+    // and proxy-* (hop-by-hop; node's parser reads Proxy-Connection as Connection).
+    switch (at.colon - pos) {
+      case 2:
+        drop = nameIs(text, pos, 'te')
+        break
       case 4:
-        if (name.toLowerCase() === 'host') {
+        if (nameIs(text, pos, 'host')) {
           if (host !== null) return null
-          host = value
+          host = text.slice(vs, ve)
         }
         break
       case 6:
-        if (name.toLowerCase() === 'expect') return null
+        if (nameIs(text, pos, 'expect')) return null
         break
       case 7:
-        if (name.toLowerCase() === 'upgrade') return null
+        if (nameIs(text, pos, 'upgrade')) return null
+        drop = nameIs(text, pos, 'trailer')
         break
       case 10:
-      case 16: // node's parser reads Proxy-Connection as Connection
-        if (name.length === 10 ? name.toLowerCase() === 'connection' : name.toLowerCase() === 'proxy-connection') {
+        if (nameIs(text, pos, 'connection')) {
+          drop = true
+          if (ve - vs === 10 && nameIs(text, vs, 'keep-alive')) break
+          if (ve - vs === 5 && nameIs(text, vs, 'close')) {
+            close = true
+            break
+          }
+          const value = text.slice(vs, ve)
           const tokens = value.toLowerCase()
           if (tokens.includes('upgrade')) return null
           if (tokens.includes('close')) close = true
-        }
+          named = addConnectionTokens(value, named)
+        } else drop = nameIs(text, pos, 'keep-alive')
         break
       case 14:
-        if (name.toLowerCase() === 'content-length') {
-          if (contentLength !== -1 || value.length === 0 || value.length > 15) return null
-          for (let i = 0; i < value.length; i++) {
-            const c = value.charCodeAt(i)
+        if (nameIs(text, pos, 'content-length')) {
+          if (contentLength !== -1 || ve === vs || ve - vs > 15) return null
+          let n = 0
+          for (let i = vs; i < ve; i++) {
+            const c = text.charCodeAt(i)
             if (c < 48 || c > 57) return null
+            n = n * 10 + (c - 48)
           }
-          contentLength = Number(value)
+          contentLength = n
         }
         break
+      case 15:
+        if (nameIs(text, pos, 'x-forwarded-for')) {
+          drop = true
+          forwardedFor = forwardedFor === '' ? text.slice(vs, ve) : `${forwardedFor}, ${text.slice(vs, ve)}`
+        }
+        break
+      case 16:
+        drop = nameIs(text, pos, 'x-forwarded-host')
+        break
       case 17:
-        if (name.toLowerCase() === 'transfer-encoding') return null
+        if (nameIs(text, pos, 'transfer-encoding')) return null
+        drop = nameIs(text, pos, 'x-forwarded-proto')
         break
     }
-    headers.push(name, value)
+    if (!drop && at.colon - pos >= 6 && nameIs(text, pos, 'proxy-')) {
+      drop = true
+      if (at.colon - pos === 16 && nameIs(text, pos, 'proxy-connection')) {
+        const tokens = text.slice(vs, ve).toLowerCase()
+        if (tokens.includes('upgrade')) return null
+        if (tokens.includes('close')) close = true
+      }
+    }
+    if (drop) (dropped ??= []).push(pos, next)
+    pos = next
   }
   // node:http answers 400 to an HTTP/1.1 request without Host (requireHostHeader); so does it here.
   if (host === null) return null
-  return { method, target, headers, contentLength: contentLength === -1 ? 0 : contentLength, host, close }
+  // Names a Connection header listed are hop-by-hop too (rare: a second pass only then). A listed
+  // X-Forwarded-For is dropped before it is read, as upstreamRequestHeaders does.
+  if (named !== null) {
+    dropped = dropNamed(text, lineEnd + 2, end, named, dropped)
+    if (named.has('x-forwarded-for')) forwardedFor = ''
+  }
+  return new RequestHead(text, method, target, lineEnd, contentLength === -1 ? 0 : contentLength, host, close, dropped, forwardedFor)
+}
+
+/** Bytes writeRequestHead writes for `head` with the request line `line` ('' to keep the received one) and `tail`. */
+function requestHeadLength(head: RequestHead, line: string, tail: Buffer): number {
+  let length = head.text.length - 2 + tail.length + (line === '' ? 0 : line.length - (head.lineEnd + 2))
+  const dropped = head.dropped
+  if (dropped !== null) for (let i = 0; i < dropped.length; i += 2) length -= dropped[i + 1]! - dropped[i]!
+  return length
+}
+
+/**
+ * The head to send upstream, from the received bytes (`raw`, which starts with the head): the
+ * request line as received when `path` is the target, else `method path HTTP/1.1`; the field lines
+ * less the dropped ones; then `tail`, the proxy's own lines (X-Forwarded-*) and the blank line. The
+ * same head headers.ts's upstreamRequestHeaders gives the slow path, with the Host line where it
+ * was (test/proxy/fast-http1.test.ts checks the two agree).
+ */
+export function writeRequestHead(head: RequestHead, raw: Buffer, path: string, tail: Buffer): Buffer {
+  const line = path === head.target ? '' : `${head.method} ${path} HTTP/1.1\r\n`
+  const out = Buffer.allocUnsafe(requestHeadLength(head, line, tail))
+  let o = line === '' ? raw.copy(out, 0, 0, head.lineEnd + 2) : out.write(line, 0, 'latin1')
+  let from = head.lineEnd + 2
+  const dropped = head.dropped
+  if (dropped !== null) {
+    for (let i = 0; i < dropped.length; i += 2) {
+      o += raw.copy(out, o, from, dropped[i])
+      from = dropped[i + 1]!
+    }
+  }
+  o += raw.copy(out, o, from, head.text.length - 2)
+  tail.copy(out, o)
+  return out
 }
 
 /** How a response body is delimited (RFC 9112 §6.3). */

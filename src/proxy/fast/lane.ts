@@ -16,7 +16,7 @@ import type { AttemptRecord } from '../forwarder.ts'
 import { IDEMPOTENT_METHODS } from '../forwarder.ts'
 import { hashString } from '../../balancer/hash.ts'
 import type { RequestHead, ResponseHead } from './http1.ts'
-import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeResponseHead } from './http1.ts'
+import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeRequestHead, writeResponseHead } from './http1.ts'
 import type { UpstreamConn, UpstreamUser } from './upstream.ts'
 import { UpstreamPool } from './upstream.ts'
 
@@ -47,6 +47,7 @@ export interface LaneOwner {
 const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize
 /** Response bodies up to this size are copied behind their head, so both leave in one write. */
 const COALESCE_BYTES = 16 * 1024
+const EMPTY = Buffer.alloc(0)
 /** Client bytes buffered beyond the request in progress (pipelining) before reading pauses. */
 const MAX_PENDING_BYTES = 64 * 1024
 
@@ -145,6 +146,9 @@ export class ClientConn {
   /** Close once the current response is written (client asked, draining, or the framing needs it). */
   closeAfter = false
   #paused = false
+  /** forwardedTail's last answer, and the Host it was for (a connection's requests mostly share one). */
+  #tail: Buffer | null = null
+  #tailHost = ''
 
   constructor(lane: FastLane, socket: net.Socket) {
     this.lane = lane
@@ -157,6 +161,20 @@ export class ClientConn {
     socket.on('close', this.#onClose)
     socket.on('drain', this.#onDrain)
     socket.on('end', this.#onEnd)
+  }
+
+  /**
+   * The lines the proxy adds to a request it forwards, and the blank line: X-Forwarded-For (the
+   * client's own list, if it sent one, then this client), X-Forwarded-Proto and X-Forwarded-Host.
+   * Made once per connection and Host, unless the client sent an X-Forwarded-For.
+   */
+  forwardedTail(head: RequestHead): Buffer {
+    if (head.forwardedFor !== '') return Buffer.from(`x-forwarded-for: ${head.forwardedFor}, ${this.clientAddress}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${head.host}\r\n\r\n`, 'latin1')
+    if (this.#tail === null || this.#tailHost !== head.host) {
+      this.#tail = Buffer.from(`x-forwarded-for: ${this.clientAddress}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${head.host}\r\n\r\n`, 'latin1')
+      this.#tailHost = head.host
+    }
+    return this.#tail
   }
 
   closeIfIdle(): void {
@@ -385,7 +403,7 @@ export class FastExchange implements UpstreamUser {
   #unsent: Buffer[] | null = null
   /** Some attempt sent the request (so a retry must replay the whole body). */
   #everSent = false
-  #upstreamHead = ''
+  #upstreamHead: Buffer = EMPTY
   #context: PickContext | null = null
   #host: Host | null = null
   #conn: UpstreamConn | null = null
@@ -433,9 +451,14 @@ export class FastExchange implements UpstreamUser {
     }
     const head = this.#head
     const client = this.#client
-    const headers = upstreamRequestHeaders(head.headers, client.clientAddress, 'http', null).headers
-    if (route.requestHeaders !== null) applyHeaderRewrite(headers, route.requestHeaders)
-    this.#upstreamHead = serialize(`${head.method} ${route.path} HTTP/1.1`, headers)
+    if (route.requestHeaders === null) {
+      // The usual case: the received bytes less the dropped lines, then the proxy's own lines.
+      this.#upstreamHead = writeRequestHead(head, this.#raw, route.path, client.forwardedTail(head))
+    } else {
+      const headers = upstreamRequestHeaders(head.headers, client.clientAddress, 'http', null).headers
+      applyHeaderRewrite(headers, route.requestHeaders)
+      this.#upstreamHead = Buffer.from(serialize(`${head.method} ${route.path} HTTP/1.1`, headers), 'latin1')
+    }
     let hash = -1
     let stickyToken: string | null = null
     if (service.hashKey !== null) {
@@ -511,16 +534,16 @@ export class FastExchange implements UpstreamUser {
     let ok: boolean
     if (later !== null && later.length > 0) {
       socket.cork()
-      socket.write(head, 'latin1')
+      socket.write(head)
       if (bodyInRaw > 0) socket.write(raw.subarray(this.#headLength))
       for (let i = 0; i < later.length - 1; i++) socket.write(later[i]!)
       ok = socket.write(later[later.length - 1]!)
       socket.uncork()
     } else if (bodyInRaw === 0) {
-      ok = socket.write(head, 'latin1')
+      ok = socket.write(head)
     } else {
       const out = Buffer.allocUnsafe(head.length + bodyInRaw)
-      out.write(head, 0, 'latin1')
+      head.copy(out, 0)
       raw.copy(out, head.length, this.#headLength)
       ok = socket.write(out)
     }
