@@ -11,7 +11,7 @@
  * (test/proxy/fast-http1.test.ts checks that against node's own parser).
  */
 
-import { addConnectionTokens, isHopByHop } from '../headers.ts'
+import { addConnectionTokens } from '../headers.ts'
 
 /** `tchar` of RFC 9110 §5.6.2: 1 for bytes allowed in a header name or method. */
 const TCHAR = new Uint8Array(256)
@@ -360,53 +360,67 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
     const next = scanField(text, pos, end)
     if (next === -1) return null
     const n = at.colon - pos
-    // Only these lengths, and proxy-*, can be a name this parse or the hop-by-hop list cares about.
-    if (n === 2 || n === 7 || n === 10 || n === 14 || n === 17 || (n > 6 && (text.charCodeAt(pos) | 0x20) === 0x70)) {
-      const lower = text.slice(pos, at.colon).toLowerCase()
-      const value = text.slice(at.vs, at.ve)
-      let drop = false
-      switch (lower) {
-        case 'content-length': {
-          if (value.length === 0 || value.length > 15) return null
-          for (let i = 0; i < value.length; i++) {
-            const c = value.charCodeAt(i)
+    const vs = at.vs
+    const ve = at.ve
+    let drop = false
+    // Only these lengths, and proxy-*, can be a name this parse or the hop-by-hop list cares about:
+    // 2 te, 7 trailer and upgrade, 10 connection and keep-alive, 14 content-length, 17
+    // transfer-encoding. Names are matched in place; values are sliced only when unusual.
+    switch (n) {
+      case 2:
+        drop = nameIs(text, pos, 'te')
+        break
+      case 7:
+        drop = nameIs(text, pos, 'trailer') || nameIs(text, pos, 'upgrade')
+        break
+      case 10:
+        if (nameIs(text, pos, 'connection')) {
+          drop = true
+          if (ve - vs === 10 && nameIs(text, vs, 'keep-alive')) {
+            if (minor === 48) close = false
+          } else if (ve - vs === 5 && nameIs(text, vs, 'close')) {
+            close = true
+          } else {
+            const value = text.slice(vs, ve)
+            const tokens = value.toLowerCase()
+            if (tokens.includes('close')) close = true
+            else if (minor === 48 && tokens.includes('keep-alive')) close = false
+            named = addConnectionTokens(value, named)
+          }
+        } else if (nameIs(text, pos, 'keep-alive')) {
+          drop = true
+          const m = /timeout\s*=\s*(\d+)/i.exec(text.slice(vs, ve))
+          if (m !== null) keepAliveMs = Number(m[1]) * 1000
+        }
+        break
+      case 14:
+        if (nameIs(text, pos, 'content-length')) {
+          if (ve === vs || ve - vs > 15) return null
+          let length = 0
+          for (let i = vs; i < ve; i++) {
+            const c = text.charCodeAt(i)
             if (c < 48 || c > 57) return null
+            length = length * 10 + (c - 48)
           }
           // Even a repeated equal one: node's client refuses it, so a client behind us would too.
           if (contentLength !== -1) return null
-          contentLength = Number(value)
-          break
+          contentLength = length
         }
-        case 'connection': {
-          const tokens = value.toLowerCase()
-          if (tokens.includes('close')) close = true
-          else if (minor === 48 && tokens.includes('keep-alive')) close = false
-          // `keep-alive` and `close` name no header: the usual value needs no token list.
-          if (tokens !== 'keep-alive' && tokens !== 'close') named = addConnectionTokens(value, named)
-          drop = true
-          break
-        }
-        case 'keep-alive': {
-          const m = /timeout\s*=\s*(\d+)/i.exec(value)
-          if (m !== null) keepAliveMs = Number(m[1]) * 1000
-          drop = true
-          break
-        }
-        case 'transfer-encoding':
+        break
+      case 17:
+        if (nameIs(text, pos, 'transfer-encoding')) {
           transferEncoding = true
           // Chunked must be the last coding; anything else is delimited by the connection's close.
-          chunked = /(?:^|,)\s*chunked\s*$/i.test(value)
+          chunked = /(?:^|,)\s*chunked\s*$/i.test(text.slice(vs, ve))
           drop = true
-          break
-        case 'proxy-connection':
-          if (value.toLowerCase().includes('close')) close = true
-          drop = true
-          break
-        default:
-          drop = isHopByHop(lower, null)
-      }
-      if (drop) (dropped ??= []).push(pos, next)
+        }
+        break
     }
+    if (!drop && n >= 6 && nameIs(text, pos, 'proxy-')) {
+      drop = true
+      if (n === 16 && nameIs(text, pos, 'proxy-connection') && text.slice(vs, ve).toLowerCase().includes('close')) close = true
+    }
+    if (drop) (dropped ??= []).push(pos, next)
     pos = next
   }
   // Names a Connection header listed are hop-by-hop too (rare: a second pass only then).
