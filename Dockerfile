@@ -51,5 +51,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["node", "-e", "fetch(process.env.OUTRIGGER_HEALTHCHECK_URL, { signal: AbortSignal.timeout(2500) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 STOPSIGNAL SIGTERM
 # The node flags are the ones on src/cli.ts's #! line (the young-generation cap and V8 on the event loop's thread; see there).
-ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=4", "--single-threaded", "/app/dist/cli.js"]
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=2", "--single-threaded", "/app/dist/cli.js"]
 CMD ["run"]

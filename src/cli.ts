@@ -1,14 +1,18 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --single-threaded
+#!/usr/bin/env -S node --max-semi-space-size=2 --single-threaded
 // The flags, for latency (bench/README.md, "Latency at a fixed rate" and "Memory"):
-// --max-semi-space-size=4 caps V8's young generation at 4 MB per semi-space (Node 24's default
+// --max-semi-space-size=2 caps V8's young generation at 2 MB per semi-space (Node 24's default
 //   grows to 32 MB).
+//   - Latency: each scavenge stops the proxy for its pause, and at a steady rate every pause shows
+//     in the clients' p99 as a spike about three times as long (the requests due just before it
+//     wait for it, and those that queued during it are drained after it). Smaller is shorter and
+//     more often. The p99 at 29,700 req/s was 0.62-0.95 ms at 2 MB against 1.00-1.35 at 4 (about
+//     2 ms at 16), and at 32,000 req/s 0.58-1.17 at 2 against 0.93-1.16 at 3 (bench/README.md).
 //   - Memory: a burst of new connections makes V8 grow it and the touched pages stay resident:
-//     holding 10,000 idle clients costs 144 MB of RSS by default, 118 MB at 8 MB, 113 MB at 4 MB.
-//   - Latency: each scavenge stops the proxy for as long as it takes to copy what survives, and a
-//     bigger young generation pauses longer, less often. At half of the max rate the p99 was about
-//     1.8 ms at 16 or 32 MB, 1.1 ms at 8 and 0.8 ms at 4; at 2 MB or less objects are promoted too
-//     early and old-generation collections bring pauses of 10 ms or more.
-//   - Throughput: 49,970 against 50,586 small req/s at 8 MB in one run, about 1% less.
+//     holding 10,000 idle clients costs 144 MB of RSS by default, 118 MB at 8 MB, about 114 MB at
+//     4 MB or less.
+//   - Throughput: small requests on 64 connections run as fast at 2 MB as at 4; with 10,000 more
+//     connections open, 12% slower (58,000 against 65,800 req/s): each scavenge's fixed cost, paid
+//     more often. A process that holds that many connections may want 4 or 8.
 // --single-threaded keeps V8's work (compiling, marking, scavenging) on the event loop's thread
 //   instead of four helper threads. A sidecar usually runs under a CPU limit of a core or less, where
 //   the helpers take that core from the event loop for milliseconds at a time: with the proxy pinned to one
