@@ -76,9 +76,13 @@ const METHODS_BY_LENGTH: ReadonlyArray<readonly string[]> = (() => {
   return out
 })()
 
-/** The name at `pos` of `text` is `lower` (which is lower case; the text's letters may be either). */
+/**
+ * The text at `pos` is `lower` (lower-case letters and '-'), letters in either case. Used on names
+ * and on values (a Connection of `close` or `keep-alive`).
+ */
 function nameIs(text: string, pos: number, lower: string): boolean {
-  // `| 0x20` lower-cases a letter and leaves '-' and digits alone; no other tchar becomes a letter.
+  // `| 0x20` lower-cases a letter and leaves '-' alone; of the bytes a checked field line may hold,
+  // no other becomes a letter or '-' (only CR would become '-', and a line holds none).
   for (let i = 0; i < lower.length; i++) if ((text.charCodeAt(pos + i) | 0x20) !== lower.charCodeAt(i)) return false
   return true
 }
