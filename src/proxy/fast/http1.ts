@@ -87,6 +87,21 @@ function nameIs(text: string, pos: number, lower: string): boolean {
   return true
 }
 
+/**
+ * The value at [vs, ve) of `text` as a Content-Length: plain digits, 1 to 15 of them; -1 for
+ * anything else (signs, spaces inside, hex...), which both parsers refuse as llhttp does.
+ */
+function plainDigits(text: string, vs: number, ve: number): number {
+  if (ve === vs || ve - vs > 15) return -1
+  let n = 0
+  for (let i = vs; i < ve; i++) {
+    const c = text.charCodeAt(i)
+    if (c < 48 || c > 57) return -1
+    n = n * 10 + (c - 48)
+  }
+  return n
+}
+
 /** The field lines of `text` after the start line (which ends at `lineEnd`) as `[name, value, ...]`. */
 function fieldList(text: string, lineEnd: number): string[] {
   const headers: string[] = []
@@ -219,14 +234,9 @@ export function parseRequestHead(text: string): RequestHead | null {
         break
       case 14:
         if (nameIs(text, pos, 'content-length')) {
-          if (contentLength !== -1 || ve === vs || ve - vs > 15) return null
-          let n = 0
-          for (let i = vs; i < ve; i++) {
-            const c = text.charCodeAt(i)
-            if (c < 48 || c > 57) return null
-            n = n * 10 + (c - 48)
-          }
-          contentLength = n
+          if (contentLength !== -1) return null
+          contentLength = plainDigits(text, vs, ve)
+          if (contentLength === -1) return null
         }
         break
       case 15:
@@ -265,12 +275,25 @@ export function parseRequestHead(text: string): RequestHead | null {
   return new RequestHead(text, method, target, lineEnd, contentLength === -1 ? 0 : contentLength, host, close, dropped, forwardedFor)
 }
 
-/** Bytes writeRequestHead writes for `head` with the request line `line` ('' to keep the received one) and `tail`. */
-function requestHeadLength(head: RequestHead, line: string, tail: Buffer): number {
-  let length = head.text.length - 2 + tail.length + (line === '' ? 0 : line.length - (head.lineEnd + 2))
-  const dropped = head.dropped
-  if (dropped !== null) for (let i = 0; i < dropped.length; i += 2) length -= dropped[i + 1]! - dropped[i]!
-  return length
+/** How many bytes the `[start, end, ...]` ranges of a head's `dropped` lines cover. */
+function droppedBytes(dropped: readonly number[] | null): number {
+  let n = 0
+  if (dropped !== null) for (let i = 0; i < dropped.length; i += 2) n += dropped[i + 1]! - dropped[i]!
+  return n
+}
+
+/**
+ * Copies the head bytes [from, to) of `src` (where the head starts at `srcStart`) into `out` at
+ * `o`, less the `dropped` ranges (all of which lie in [from, to)); returns where it ended.
+ */
+function copyKept(src: Buffer, srcStart: number, from: number, to: number, dropped: readonly number[] | null, out: Buffer, o: number): number {
+  if (dropped !== null) {
+    for (let i = 0; i < dropped.length; i += 2) {
+      o += src.copy(out, o, srcStart + from, srcStart + dropped[i]!)
+      from = dropped[i + 1]!
+    }
+  }
+  return o + src.copy(out, o, srcStart + from, srcStart + to)
 }
 
 /**
@@ -281,18 +304,13 @@ function requestHeadLength(head: RequestHead, line: string, tail: Buffer): numbe
  * was (test/proxy/fast-http1.test.ts checks the two agree).
  */
 export function writeRequestHead(head: RequestHead, raw: Buffer, path: string, tail: Buffer): Buffer {
+  const fields = head.lineEnd + 2
   const line = path === head.target ? '' : `${head.method} ${path} HTTP/1.1\r\n`
-  const out = Buffer.allocUnsafe(requestHeadLength(head, line, tail))
-  let o = line === '' ? raw.copy(out, 0, 0, head.lineEnd + 2) : out.write(line, 0, 'latin1')
-  let from = head.lineEnd + 2
-  const dropped = head.dropped
-  if (dropped !== null) {
-    for (let i = 0; i < dropped.length; i += 2) {
-      o += raw.copy(out, o, from, dropped[i])
-      from = dropped[i + 1]!
-    }
-  }
-  o += raw.copy(out, o, from, head.text.length - 2)
+  const lineLength = line === '' ? fields : line.length
+  const out = Buffer.allocUnsafe(lineLength + head.text.length - 2 - fields - droppedBytes(head.dropped) + tail.length)
+  if (line === '') raw.copy(out, 0, 0, fields)
+  else out.write(line, 0, 'latin1')
+  const o = copyKept(raw, 0, fields, head.text.length - 2, head.dropped, out, lineLength)
   tail.copy(out, o)
   return out
 }
@@ -399,15 +417,9 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
         break
       case 14:
         if (nameIs(text, pos, 'content-length')) {
-          if (ve === vs || ve - vs > 15) return null
-          let length = 0
-          for (let i = vs; i < ve; i++) {
-            const c = text.charCodeAt(i)
-            if (c < 48 || c > 57) return null
-            length = length * 10 + (c - 48)
-          }
+          const length = plainDigits(text, vs, ve)
           // Even a repeated equal one: node's client refuses it, so a client behind us would too.
-          if (contentLength !== -1) return null
+          if (length === -1 || contentLength !== -1) return null
           contentLength = length
         }
         break
@@ -481,10 +493,7 @@ export function responseHeaders(head: ResponseHead): string[] {
 
 /** Bytes writeResponseHead writes for `head` with `extra` (field lines, each ending in CRLF). */
 export function responseHeadLength(head: ResponseHead, extra: string): number {
-  let length = head.text.length + extra.length
-  const dropped = head.dropped
-  if (dropped !== null) for (let i = 0; i < dropped.length; i += 2) length -= dropped[i + 1]! - dropped[i]!
-  return length
+  return head.text.length + extra.length - droppedBytes(head.dropped)
 }
 
 /**
@@ -493,17 +502,8 @@ export function responseHeadLength(head: ResponseHead, extra: string): number {
  * field lines less the dropped ones, then `extra` and the blank line. Returns where it ended.
  */
 export function writeResponseHead(head: ResponseHead, src: Buffer, srcStart: number, extra: string, out: Buffer, offset: number): number {
-  const dropped = head.dropped
   let o = offset + out.write('HTTP/1.1', offset, 'latin1')
-  let from = 8
-  if (dropped !== null) {
-    for (let i = 0; i < dropped.length; i += 2) {
-      o += src.copy(out, o, srcStart + from, srcStart + dropped[i]!)
-      from = dropped[i + 1]!
-    }
-  }
-  const end = head.text.length - 2
-  o += src.copy(out, o, srcStart + from, srcStart + end)
+  o = copyKept(src, srcStart, 8, head.text.length - 2, head.dropped, out, o)
   if (extra !== '') o += out.write(extra, o, 'latin1')
   out[o++] = 13
   out[o++] = 10

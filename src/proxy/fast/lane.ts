@@ -169,9 +169,9 @@ export class ClientConn {
    * Made once per connection and Host, unless the client sent an X-Forwarded-For.
    */
   forwardedTail(head: RequestHead): Buffer {
-    if (head.forwardedFor !== '') return Buffer.from(`x-forwarded-for: ${head.forwardedFor}, ${this.clientAddress}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${head.host}\r\n\r\n`, 'latin1')
+    if (head.forwardedFor !== '') return forwardedLines(`${head.forwardedFor}, ${this.clientAddress}`, head.host)
     if (this.#tail === null || this.#tailHost !== head.host) {
-      this.#tail = Buffer.from(`x-forwarded-for: ${this.clientAddress}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${head.host}\r\n\r\n`, 'latin1')
+      this.#tail = forwardedLines(this.clientAddress, head.host)
       this.#tailHost = head.host
     }
     return this.#tail
@@ -331,6 +331,11 @@ export class ClientConn {
 }
 
 function noop(): void {}
+
+/** X-Forwarded-For `forwardedFor`, X-Forwarded-Proto http, X-Forwarded-Host `host`, then the blank line. */
+function forwardedLines(forwardedFor: string, host: string): Buffer {
+  return Buffer.from(`x-forwarded-for: ${forwardedFor}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${host}\r\n\r\n`, 'latin1')
+}
 
 /** A LF not preceded by CR anywhere in `buf`. */
 function hasBareLf(buf: Buffer): boolean {
