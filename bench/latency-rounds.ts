@@ -4,8 +4,10 @@
  * the machine's cc as `npm run bench` does).
  *
  *   node bench/latency-rounds.ts [--peer outrigger|haproxy|direct] [--rate 28000] [--rounds 3]
- *     [--seconds 5] [--warm 3] [--idle S] [--calibrate S] [--node-flags "--trace-gc"] [--timeline]
+ *     [--seconds 5] [--warm 3] [--warm-max S] [--idle S] [--calibrate S] [--node-flags "--trace-gc"] [--timeline]
  *
+ * `--warm-max S` first runs wrk at full speed for S seconds, as the comparison's warm-up does (a pool
+ * of upstream connections and a heap shaped by the max rate) before the fixed-rate warm-up;
  * `--idle S` waits S seconds between rounds, as the comparison's rotation does; `--calibrate S` runs
  * each round's load for S seconds first and leaves it out, as the comparison does (default 0, so the
  * first second on new connections is measured); `--timeline` prints
@@ -22,6 +24,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { buildFixedRateClient, fetchTools } from './lib/tools.ts'
+import { runWrk, wrkScript } from './lib/wrk.ts'
 import { HOST_HEADER, startHaproxy, startOutrigger, startUpstreams } from './peers/peers.ts'
 
 const { values: opts } = parseArgs({
@@ -31,6 +34,7 @@ const { values: opts } = parseArgs({
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '5' },
     warm: { type: 'string', default: '3' },
+    'warm-max': { type: 'string', default: '0' },
     idle: { type: 'string', default: '0' },
     calibrate: { type: 'string', default: '0' },
     'node-flags': { type: 'string', default: '' },
@@ -66,6 +70,10 @@ function run(seconds: string, calibrate = '0'): { out: string; err: string } {
 }
 
 try {
+  if (Number(opts['warm-max']) > 0) {
+    const script = wrkScript(dir, 'small', { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 })
+    await runWrk(found.wrk, 1, script, port, 64, Number(opts['warm-max']))
+  }
   run(opts.warm)
   for (let i = 0; i < Number(opts.rounds); i++) {
     if (i > 0) await sleep(Number(opts.idle) * 1000)

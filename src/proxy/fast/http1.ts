@@ -261,7 +261,7 @@ export function parseRequestHead(text: string): RequestHead | null {
         if (tokens.includes('close')) close = true
       }
     }
-    if (drop) (dropped ??= []).push(pos, next)
+    if (drop) dropped = withDropped(dropped, pos, next)
     pos = next
   }
   // node:http answers 400 to an HTTP/1.1 request without Host (requireHostHeader); so does it here.
@@ -273,6 +273,13 @@ export function parseRequestHead(text: string): RequestHead | null {
     if (named.has('x-forwarded-for')) forwardedFor = ''
   }
   return new RequestHead(text, method, target, lineEnd, contentLength === -1 ? 0 : contentLength, host, close, dropped, forwardedFor)
+}
+
+/** `dropped` with the line [pos, next) added. The first pair is a literal: an empty array's first push reserves 16 slots. */
+function withDropped(dropped: number[] | null, pos: number, next: number): number[] {
+  if (dropped === null) return [pos, next]
+  dropped.push(pos, next)
+  return dropped
 }
 
 /** How many bytes the `[start, end, ...]` ranges of a head's `dropped` lines cover. */
@@ -436,7 +443,7 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
       drop = true
       if (n === 16 && nameIs(text, pos, 'proxy-connection') && text.slice(vs, ve).toLowerCase().includes('close')) close = true
     }
-    if (drop) (dropped ??= []).push(pos, next)
+    if (drop) dropped = withDropped(dropped, pos, next)
     pos = next
   }
   // Names a Connection header listed are hop-by-hop too (rare: a second pass only then).

@@ -256,7 +256,7 @@ export class ClientConn {
     this.requestStartMs = Date.now()
     if (head.close || owner.draining) this.closeAfter = true
     owner.requestStarted()
-    const ex = new FastExchange(this, head, route, pending.subarray(0, used), headLength)
+    const ex = new FastExchange(this, head, route, used === pending.length ? pending : pending.subarray(0, used), headLength)
     this.exchange = ex
     ex.start()
   }
@@ -392,7 +392,7 @@ function serialize(startLine: string, headers: readonly string[], extra = ''): s
  * any response byte, never once the response started; the retry budget; metrics and the access
  * log), on raw sockets.
  */
-export class FastExchange implements UpstreamUser {
+export class FastExchange implements UpstreamUser, PickContext {
   readonly #client: ClientConn
   readonly #head: RequestHead
   readonly #route: FastRoute | null
@@ -409,7 +409,10 @@ export class FastExchange implements UpstreamUser {
   /** Some attempt sent the request (so a retry must replay the whole body). */
   #everSent = false
   #upstreamHead: Buffer = EMPTY
-  #context: PickContext | null = null
+  // PickContext, for the picker: the exchange is its own context (one object fewer per request).
+  hash = -1
+  stickyToken: string | null = null
+  tried: Host[] | null = null
   #host: Host | null = null
   #conn: UpstreamConn | null = null
   #attempt = 0
@@ -464,16 +467,13 @@ export class FastExchange implements UpstreamUser {
       applyHeaderRewrite(headers, route.requestHeaders)
       this.#upstreamHead = Buffer.from(serialize(`${head.method} ${route.path} HTTP/1.1`, headers), 'latin1')
     }
-    let hash = -1
-    let stickyToken: string | null = null
     if (service.hashKey !== null) {
       const key = service.hashKey(headersOf(head), route.path, client.clientAddress)
       if (key !== null && key !== '') {
-        hash = hashString(key)
-        if (service.stickyCookie !== null) stickyToken = key
+        this.hash = hashString(key)
+        if (service.stickyCookie !== null) this.stickyToken = key
       }
     }
-    this.#context = { hash, stickyToken, tried: null }
     const retry = service.config.retry
     if (head.contentLength > 0 && retry.attempts > 0 && head.contentLength <= retry.replayBodyLimitBytes && this.#isIdempotent(service)) this.#bodyChunks = []
     if (this.#client.lane.owner.accessLog !== null) this.#attempts = []
@@ -493,7 +493,7 @@ export class FastExchange implements UpstreamUser {
 
   #dispatch(): void {
     const service = this.#route!.service
-    const host = service.cluster.picker.pick(this.#context!)
+    const host = service.cluster.picker.pick(this)
     if (host === null) {
       const code: ErrorCode = this.#lastError ?? (this.#attempt === 0 && service.cluster.hosts().some((h) => h.routable) ? 'overloaded' : 'no_healthy_endpoint')
       this.#fail(code)
@@ -641,7 +641,7 @@ export class FastExchange implements UpstreamUser {
     const host = this.#host!
     // Field lines the lane adds; the upstream's own ones (less the hop-by-hop) pass as received.
     let extra = ''
-    if (sticky !== null && host.stickyToken !== this.#context!.stickyToken) extra += `set-cookie: ${sticky.name}=${host.stickyToken}; ${sticky.attributes}\r\n`
+    if (sticky !== null && host.stickyToken !== this.stickyToken) extra += `set-cookie: ${sticky.name}=${host.stickyToken}; ${sticky.attributes}\r\n`
     if (head.framing === Framing.CHUNKED) extra += 'transfer-encoding: chunked\r\n'
     if (client.closeAfter || client.lane.owner.draining) {
       client.closeAfter = true
@@ -820,7 +820,7 @@ export class FastExchange implements UpstreamUser {
     const sentBefore = this.#sent
     if (retryable && host !== null && this.#attempt < service.config.retry.attempts && (!sentBefore || service.retryBudget.tryRetry())) {
       this.#attempt++
-      ;(this.#context!.tried ??= []).push(host)
+      ;(this.tried ??= []).push(host)
       service.metrics.retries.inc()
       this.#respHead = null
       this.#headBuf = null
