@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import { CellHistogram, CounterCell, GaugeCell } from './cells.ts'
 import type { HistogramCell } from './cells.ts'
@@ -13,6 +14,32 @@ const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected'] as const
 
 /** Sub-millisecond to tens of seconds: a sidecar adds little, but upstreams can be slow. */
 const DURATION_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+
+/** A collector of prom-client's default metrics, one file of `prom-client/lib/metrics/` each. */
+type DefaultCollector = (registry: Registry, config: { prefix: string; eventLoopMonitoringPrecision: number }) => void
+
+/** The defaults outrigger leaves out: `gc` (nodejs_gc_duration_seconds), see collectProcessMetrics. */
+const LEFT_OUT_DEFAULTS = new Set(['gc'])
+
+/**
+ * prom-client's default process and Node.js metrics, prefixed `outrigger_`, except the garbage
+ * collection histogram. That one observes every collection through a `perf_hooks` observer, and
+ * Node then builds a performance entry and calls into JavaScript after each one: about 75 µs with an
+ * empty observer and 90 to 105 µs with prom-client's (Node 24, one core), right after the
+ * collection's own pause. A proxy at half its max rate scavenges about 50 times a second, and each
+ * scavenge is where the p99 is made (bench/README.md, "Latency at a fixed rate"): with the observer,
+ * the event loop's busy spells after scavenges lasted about 1.1 ms instead of 0.75. prom-client has no
+ * option to leave one default out, so each is loaded by the name it lists (`metricsList`, its
+ * file's name); a name with no such file fails at start, and the metrics tests with it.
+ */
+function collectProcessMetrics(registry: Registry, prefix: string): void {
+  const load = createRequire(import.meta.url)
+  for (const name of collectDefaultMetrics.metricsList) {
+    if (LEFT_OUT_DEFAULTS.has(name)) continue
+    const collector = load(`prom-client/lib/metrics/${name}.js`) as DefaultCollector
+    collector(registry, { prefix, eventLoopMonitoringPrecision: 10 })
+  }
+}
 
 /** A series bound to a cell (see cells.ts): its metric, its full label set, and whether it exists yet. */
 interface Bound {
@@ -51,7 +78,7 @@ export class Metrics {
   readonly #bound = new Map<string, Map<string, Bound>>()
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'outrigger_' })
+    collectProcessMetrics(this.registry, 'outrigger_')
     this.configReloads.inc({ result: 'success' }, 0)
     this.configReloads.inc({ result: 'failure' }, 0)
     this.configLastReloadSuccessful.set(1)

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import { pino } from 'pino'
+import { Registry, collectDefaultMetrics } from 'prom-client'
 import { RoundRobinBalancer } from '../../src/balancer/round-robin.ts'
 import { HostFlag } from '../../src/cluster/host.ts'
 import { ServiceCluster } from '../../src/cluster/service-cluster.ts'
@@ -26,6 +27,16 @@ async function seriesOf(metrics: Metrics, service: string): Promise<string[]> {
 }
 
 describe('Metrics', () => {
+  it("exports every one of prom-client's default process and Node.js metrics but the GC histogram", async () => {
+    const reference = new Registry()
+    collectDefaultMetrics({ register: reference, prefix: 'outrigger_' })
+    const expected = (await reference.getMetricsAsJSON()).map((m) => m.name).filter((n) => n !== 'outrigger_nodejs_gc_duration_seconds')
+    const ours = (await new Metrics().registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => n.startsWith('outrigger_process_') || n.startsWith('outrigger_nodejs_'))
+    assert.ok(expected.length >= 10, `prom-client lists ${expected.length} default metrics`)
+    assert.deepEqual(ours.sort(), expected.sort())
+    assert.ok(!ours.includes('outrigger_nodejs_gc_duration_seconds'))
+  })
+
   it('counts endpoints by state; an ejected host counts as ejected even when it also failed its check', async (t) => {
     const m = new Metrics()
     const c = cluster(t, 'api')
