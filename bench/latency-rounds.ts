@@ -4,12 +4,13 @@
  * the machine's cc as `npm run bench` does).
  *
  *   node bench/latency-rounds.ts [--peer outrigger|haproxy|direct] [--rate 28000] [--rounds 3]
- *     [--seconds 5] [--warm 3] [--warm-max S] [--idle S] [--calibrate S] [--node-flags "--trace-gc"] [--timeline]
+ *     [--seconds 5] [--warm 3] [--warm-max S] [--idle S] [--calibrate S] [--node-flags "--trace-gc"] [--timeline] [--shield]
  *
  * `--warm-max S` first runs wrk at full speed for S seconds, as the comparison's warm-up does (a pool
  * of upstream connections and a heap shaped by the max rate) before the fixed-rate warm-up;
- * `--idle S` waits S seconds between rounds, as the comparison's rotation does; `--calibrate S` runs
- * each round's load for S seconds first and leaves it out, as the comparison does (default 0, so the
+ * `--idle S` waits S seconds between rounds, as the comparison's rotation does; `--shield` runs the
+ * proxy under SCHED_FIFO during each round (root only; shieldProcessTree in lib/proc.ts); `--calibrate S`
+ * runs each round's load for S seconds first and leaves it out, as the comparison does (default 0, so the
  * first second on new connections is measured); `--timeline` prints
  * the worst latency of every 250 ms and the client's own longest wait between wakeups (a stall of
  * the client, not of the proxy), with the client's start on CLOCK_MONOTONIC to line up with
@@ -24,6 +25,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { buildFixedRateClient, fetchTools } from './lib/tools.ts'
+import { shieldProcessTree } from './lib/proc.ts'
 import { runWrk, wrkScript } from './lib/wrk.ts'
 import { HOST_HEADER, startHaproxy, startOutrigger, startUpstreams } from './peers/peers.ts'
 
@@ -39,6 +41,7 @@ const { values: opts } = parseArgs({
     calibrate: { type: 'string', default: '0' },
     'node-flags': { type: 'string', default: '' },
     timeline: { type: 'boolean', default: false },
+    shield: { type: 'boolean', default: false },
   },
   strict: true,
 })
@@ -78,7 +81,15 @@ try {
   for (let i = 0; i < Number(opts.rounds); i++) {
     if (i > 0) await sleep(Number(opts.idle) * 1000)
     const before = ticks()
-    const { out, err } = run(opts.seconds, opts.calibrate)
+    const unshield = opts.shield && proxy !== null ? shieldProcessTree(proxy.pid) : null
+    if (opts.shield && proxy !== null && unshield === null) throw new Error('--shield: chrt was not permitted (needs root or CAP_SYS_NICE)')
+    let round: { out: string; err: string }
+    try {
+      round = run(opts.seconds, opts.calibrate)
+    } finally {
+      unshield?.()
+    }
+    const { out, err } = round
     const r = JSON.parse(out) as { completed: number; requests: number; latenciesUs: { p50: number; p99: number; p999: number; max: number } }
     const cpuUs = ((ticks() - before) * 10_000) / r.requests
     const l = r.latenciesUs

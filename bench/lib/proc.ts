@@ -1,4 +1,6 @@
-/** What the harness reads from /proc: a process's (or a process tree's) CPU time and memory, and each CPU's busy time. */
+/** What the harness reads from /proc: a process's (or a process tree's) CPU time and memory, and each CPU's busy time;
+ * and the scheduling class it runs a proxy under for the latency scenario. */
+import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 
 /** Clock ticks per second of /proc's CPU times (USER_HZ: 100 on Linux for every architecture in use). */
@@ -119,4 +121,25 @@ export function cpuBusyPercent(before: readonly { busy: number; total: number }[
     const total = a.total - b.total
     return total > 0 ? (100 * (a.busy - b.busy)) / total : 0
   })
+}
+
+/**
+ * Runs every thread of `pid` and of its descendants under SCHED_FIFO at priority 1 (`chrt -f -a`),
+ * until the returned function puts them back to SCHED_OTHER; returns null, changing nothing, where
+ * that is not permitted (it needs root or CAP_SYS_NICE). Normal tasks on the same CPU (this VM's
+ * agent runs at nice -10) then wait while the proxy has work instead of preempting it. A diagnosis
+ * (`latency-rounds.ts --shield`; bench/README.md, "Latency at a fixed rate"), not part of the
+ * comparison: only for a load the proxy keeps up with, since a real-time thread that never sleeps
+ * is throttled by the kernel for 50 ms of every second (sched_rt_runtime_us).
+ */
+export function shieldProcessTree(pid: number): (() => void) | null {
+  const chrt = (args: string[]): boolean => spawnSync('chrt', args, { stdio: 'ignore' }).status === 0
+  const shielded: number[] = []
+  for (const p of processTree(pid)) {
+    if (chrt(['-f', '-a', '-p', '1', String(p)])) shielded.push(p)
+    else if (p === pid) return null
+  }
+  return () => {
+    for (const p of shielded) chrt(['-o', '-a', '-p', '0', String(p)])
+  }
 }
