@@ -8,7 +8,8 @@
  *
  * `--warm-max S` first runs wrk at full speed for S seconds, as the comparison's warm-up does (a pool
  * of upstream connections and a heap shaped by the max rate) before the fixed-rate warm-up;
- * `--idle S` waits S seconds between rounds, as the comparison's rotation does; `--shield` runs the
+ * `--idle S` waits S seconds between rounds, as the comparison's rotation does (`--idle 5,70`: gaps of
+ * 5 and 70 s in turn); `--shield` runs the
  * proxy under SCHED_FIFO during each round (root only; shieldProcessTree in lib/proc.ts); `--calibrate S`
  * runs each round's load for S seconds first and leaves it out, as the comparison does (default 0, so the
  * first second on new connections is measured); `--timeline` prints
@@ -72,6 +73,9 @@ function run(seconds: string, calibrate = '0'): { out: string; err: string } {
   return { out: r.stdout.trim(), err: r.stderr.trim() }
 }
 
+/** `--idle 5,70` alternates the gaps: the round after each gap is compared with the others. */
+const idles = opts.idle.split(',').map(Number)
+
 try {
   if (Number(opts['warm-max']) > 0) {
     const script = wrkScript(dir, 'small', { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 })
@@ -79,7 +83,7 @@ try {
   }
   run(opts.warm)
   for (let i = 0; i < Number(opts.rounds); i++) {
-    if (i > 0) await sleep(Number(opts.idle) * 1000)
+    if (i > 0) await sleep(idles[(i - 1) % idles.length]! * 1000)
     const before = ticks()
     const unshield = opts.shield && proxy !== null ? shieldProcessTree(proxy.pid) : null
     if (opts.shield && proxy !== null && unshield === null) throw new Error('--shield: chrt was not permitted (needs root or CAP_SYS_NICE)')
