@@ -1,5 +1,5 @@
 import http from 'node:http'
-import type net from 'node:net'
+import net from 'node:net'
 import type { Logger } from 'pino'
 import type { Host } from '../../cluster/host.ts'
 import type { PickContext } from '../../balancer/types.ts'
@@ -52,6 +52,62 @@ const EMPTY = Buffer.alloc(0)
 const MAX_PENDING_BYTES = 64 * 1024
 
 const TIMEOUT_408 = 'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n'
+
+/**
+ * net's own hooks for reading a socket into a buffer of ours: the three symbols behind the public
+ * `onread` option, and the handle's `useUserBuffer`. Node offers `onread` for sockets it connects,
+ * not for those a server accepts, so the lane sets them on each accepted socket itself, as net's
+ * constructor would have. null when this Node lacks them: the lane then reads by 'data' events.
+ *
+ * Why: a 'data' read costs an ArrayBuffer with its own malloc'd backing store, which V8 frees in the
+ * next scavenge's pause (a third of it at half the max rate, `--trace-gc-nvp`'s
+ * scavenge.sweep_array_buffers), and a trip through the Readable (push, 'data', a nextTick for
+ * maybeReadMore). Read into one shared buffer, each read is copied out at its size, from node's
+ * Buffer pool when small (docs/architecture.md, "The fast lane").
+ */
+interface UserReadHooks {
+  readonly kBuffer: symbol
+  readonly kBufferCb: symbol
+  readonly kBufferGen: symbol
+}
+
+function findUserReadHooks(): UserReadHooks | null {
+  const buffer = Buffer.alloc(1)
+  const callback = (): boolean => true
+  const probe = new net.Socket({ onread: { buffer, callback } }) as unknown as Record<symbol, unknown>
+  let kBuffer: symbol | undefined
+  let kBufferCb: symbol | undefined
+  let kBufferGen: symbol | undefined
+  for (const s of Object.getOwnPropertySymbols(probe)) {
+    if (s.description === 'kBuffer' && probe[s] === buffer) kBuffer = s
+    else if (s.description === 'kBufferCb' && probe[s] === callback) kBufferCb = s
+    else if (s.description === 'kBufferGen' && probe[s] === null) kBufferGen = s
+  }
+  ;(probe as unknown as net.Socket).destroy()
+  if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined) return null
+  if (typeof (net.Socket.prototype as unknown as { pause?: unknown }).pause !== 'function') return null
+  return { kBuffer, kBufferCb, kBufferGen }
+}
+
+/** null: read accepted sockets by 'data' events (`OUTRIGGER_CLIENT_READS=stream` forces it, for comparison). */
+export const USER_READS: UserReadHooks | null = process.env.OUTRIGGER_CLIENT_READS === 'stream' ? null : findUserReadHooks()
+
+/** Where every client connection's reads land; each read is copied out before the callback returns. */
+const CLIENT_READ_BUFFER = Buffer.allocUnsafeSlow(64 * 1024)
+
+/** Reads `socket` into CLIENT_READ_BUFFER with `callback`; false when its handle cannot (then use 'data'). */
+function readIntoShared(socket: net.Socket, callback: (nread: number, buffer: Buffer) => boolean): boolean {
+  const hooks = USER_READS
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } | null })._handle
+  if (hooks === null || handle == null || typeof handle.useUserBuffer !== 'function') return false
+  const slots = socket as unknown as Record<symbol, unknown>
+  if (slots[hooks.kBuffer] !== null) return false
+  slots[hooks.kBuffer] = CLIENT_READ_BUFFER
+  slots[hooks.kBufferGen] = null
+  slots[hooks.kBufferCb] = callback
+  handle.useUserBuffer(CLIENT_READ_BUFFER)
+  return true
+}
 
 // Client connection states.
 const IDLE = 0 // between requests, nothing buffered
@@ -149,6 +205,10 @@ export class ClientConn {
   /** forwardedTail's last answer, and the Host it was for (a connection's requests mostly share one). */
   #tail: Buffer | null = null
   #tailHost = ''
+  /** Reads land in the shared buffer (readIntoShared), not in 'data' events. */
+  readonly #userReads: boolean
+  /** Given to node's HTTP server (reads after that are pushed to its side). */
+  #handedOff = false
 
   constructor(lane: FastLane, socket: net.Socket) {
     this.lane = lane
@@ -156,7 +216,8 @@ export class ClientConn {
     const remote = socket.remoteAddress
     this.clientAddress = remote === undefined ? 'unknown' : remote.startsWith('::ffff:') ? remote.slice(7) : remote
     this.#idleSinceMs = Date.now()
-    socket.on('data', this.#onData)
+    this.#userReads = readIntoShared(socket, this.#onRead)
+    if (!this.#userReads) socket.on('data', this.#onData)
     socket.on('error', noop)
     socket.on('close', this.#onClose)
     socket.on('drain', this.#onDrain)
@@ -204,6 +265,19 @@ export class ClientConn {
   #timeout408(): void {
     if (!this.socket.destroyed) this.socket.end(TIMEOUT_408)
     this.socket.destroySoon()
+  }
+
+  /**
+   * A read into the shared buffer: its bytes are copied out at their size, so nothing the lane keeps
+   * (pending bytes, a request's raw head, body chunks held for a replay or a slow write) points
+   * into it. After a handoff the copy goes to node's side as net would have pushed it.
+   */
+  readonly #onRead = (nread: number, buffer: Buffer): boolean => {
+    const chunk = Buffer.allocUnsafe(nread)
+    buffer.copy(chunk, 0, 0, nread)
+    if (this.state === GONE && this.#handedOff) return this.socket.push(chunk)
+    this.#onData(chunk)
+    return true // reading stops by socket.pause(), as for a 'data' listener
   }
 
   readonly #onData = (chunk: Buffer): void => {
@@ -267,7 +341,8 @@ export class ClientConn {
     this.state = GONE
     this.lane.forget(this)
     const socket = this.socket
-    socket.off('data', this.#onData)
+    if (this.#userReads) this.#handedOff = true
+    else socket.off('data', this.#onData)
     socket.off('error', noop)
     socket.off('close', this.#onClose)
     socket.off('drain', this.#onDrain)
