@@ -85,7 +85,6 @@ function findUserReadHooks(): UserReadHooks | null {
   }
   ;(probe as unknown as net.Socket).destroy()
   if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined) return null
-  if (typeof (net.Socket.prototype as unknown as { pause?: unknown }).pause !== 'function') return null
   return { kBuffer, kBufferCb, kBufferGen }
 }
 
@@ -273,9 +272,11 @@ export class ClientConn {
    * into it. After a handoff the copy goes to node's side as net would have pushed it.
    */
   readonly #onRead = (nread: number, buffer: Buffer): boolean => {
+    if (this.state === GONE && !this.#handedOff) return true
     const chunk = Buffer.allocUnsafe(nread)
     buffer.copy(chunk, 0, 0, nread)
-    if (this.state === GONE && this.#handedOff) return this.socket.push(chunk)
+    // false stops reading until node's side reads again (net's _read starts it), as for a push of net's own.
+    if (this.#handedOff) return this.socket.push(chunk)
     this.#onData(chunk)
     return true // reading stops by socket.pause(), as for a 'data' listener
   }
