@@ -1,17 +1,9 @@
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { after, before, describe, it } from 'node:test'
+import { until } from '../support/until.ts'
 import type { UpstreamConn, UpstreamUser } from '../../src/proxy/fast/upstream.ts'
 import { UpstreamPool } from '../../src/proxy/fast/upstream.ts'
-
-/** Polls `check` every 5 ms until it holds, failing after `deadlineMs`. */
-async function until(check: () => boolean, deadlineMs = 5000): Promise<void> {
-  const end = performance.now() + deadlineMs
-  while (!check()) {
-    if (performance.now() > end) throw new Error('timed out waiting')
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
 
 /** What an exchange saw of its connection. */
 class Recorder implements UpstreamUser {
@@ -64,11 +56,11 @@ describe('UpstreamPool timeouts (the sweep instead of socket.setTimeout)', () =>
     const pool = new UpstreamPool('127.0.0.1', port, { connectMs: 2000, requestMs: 120, idleMs: 5000 })
     const user = new Recorder()
     pool.acquire(user)
-    await until(() => user.connectedAt >= 0)
-    await until(() => user.timedOutAt >= 0)
+    await until('the connection', () => user.connectedAt >= 0, 5000)
+    await until('the timeout', () => user.timedOutAt >= 0, 5000)
     const waited = user.timedOutAt - user.connectedAt
     assert.ok(waited >= 120, `timed out after ${waited.toFixed(0)} ms, before requestMs`)
-    await until(() => pool.open === 0)
+    await until('the pool to close it', () => pool.open === 0, 5000)
     pool.destroy()
   })
 
@@ -77,9 +69,9 @@ describe('UpstreamPool timeouts (the sweep instead of socket.setTimeout)', () =>
     const pool = new UpstreamPool('127.0.0.1', port, { connectMs: 2000, requestMs: 500, idleMs: 5000 })
     const user = new Recorder()
     const conn = pool.acquire(user)
-    await until(() => user.connectedAt >= 0)
+    await until('the connection', () => user.connectedAt >= 0, 5000)
     conn.write(Buffer.from('drip'))
-    await until(() => user.data === 'abcdefghijklmnop' || user.timedOutAt >= 0)
+    await until('all 16 drips or a timeout', () => user.data === 'abcdefghijklmnop' || user.timedOutAt >= 0, 5000)
     assert.equal(user.timedOutAt, -1, `timed out after reading ${JSON.stringify(user.data)}`)
     pool.destroy()
   })
@@ -88,11 +80,11 @@ describe('UpstreamPool timeouts (the sweep instead of socket.setTimeout)', () =>
     const pool = new UpstreamPool('127.0.0.1', port, { connectMs: 2000, requestMs: 5000, idleMs: 150 })
     const user = new Recorder()
     const conn = pool.acquire(user)
-    await until(() => user.connectedAt >= 0)
+    await until('the connection', () => user.connectedAt >= 0, 5000)
     const released = performance.now()
     pool.release(conn, true, -1)
     assert.equal(pool.idle, 1)
-    await until(() => pool.open === 0)
+    await until('the pool to close it', () => pool.open === 0, 5000)
     const kept = performance.now() - released
     assert.ok(kept >= 150, `closed after ${kept.toFixed(0)} ms of the 150 ms keep time`)
     assert.equal(user.timedOutAt, -1, 'the exchange let go of it: not told')
@@ -103,13 +95,13 @@ describe('UpstreamPool timeouts (the sweep instead of socket.setTimeout)', () =>
     const pool = new UpstreamPool('127.0.0.1', port, { connectMs: 2000, requestMs: 150, idleMs: 5000 })
     const first = new Recorder()
     const conn = pool.acquire(first)
-    await until(() => first.connectedAt >= 0)
+    await until('the connection', () => first.connectedAt >= 0, 5000)
     pool.release(conn, true, -1)
     await new Promise((r) => setTimeout(r, 120))
     const second = new Recorder()
     const acquiredAt = performance.now()
     assert.equal(pool.acquire(second), conn, 'the idle connection is reused')
-    await until(() => second.timedOutAt >= 0)
+    await until('the timeout', () => second.timedOutAt >= 0, 5000)
     const waited = second.timedOutAt - acquiredAt
     assert.ok(waited >= 150, `timed out ${waited.toFixed(0)} ms after the acquire`)
     pool.destroy()

@@ -7,6 +7,7 @@ import { pino } from 'pino'
 import type { Config } from '../../src/config/types.ts'
 import { Metrics } from '../../src/observability/metrics.ts'
 import { ConfigReloader } from '../../src/reload/reloader.ts'
+import { until } from '../support/until.ts'
 import type { Reloadable } from '../../src/reload/reloader.ts'
 import { StartupError } from '../../src/sidecar.ts'
 import type { ReloadResult } from '../../src/sidecar.ts'
@@ -45,14 +46,6 @@ function setup(text: string) {
   const sidecar = new FakeSidecar()
   const reloader = new ConfigReloader(file, sidecar, logger, text, { debounceMs: 20 })
   return { file, sidecar, reloader, lines }
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 10_000
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
 }
 
 describe('ConfigReloader', () => {
