@@ -18,7 +18,7 @@ import { hashString } from '../../balancer/hash.ts'
 import type { RequestHead, ResponseHead } from './http1.ts'
 import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeRequestHead, writeResponseHead } from './http1.ts'
 import type { UpstreamConn, UpstreamUser } from './upstream.ts'
-import { UpstreamPool } from './upstream.ts'
+import { READ_BUFFER_BYTES, UpstreamPool } from './upstream.ts'
 
 /** Where a request goes, as the listener resolves it (see ProxyListener.resolveFast). */
 export interface FastRoute {
@@ -92,7 +92,7 @@ function findUserReadHooks(): UserReadHooks | null {
 export const USER_READS: UserReadHooks | null = process.env.OUTRIGGER_CLIENT_READS === 'stream' ? null : findUserReadHooks()
 
 /** Where every client connection's reads land; each read is copied out before the callback returns. */
-const CLIENT_READ_BUFFER = Buffer.allocUnsafeSlow(64 * 1024)
+const CLIENT_READ_BUFFER = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)
 
 /** Reads `socket` into CLIENT_READ_BUFFER with `callback`; false when its handle cannot (then use 'data'). */
 function readIntoShared(socket: net.Socket, callback: (nread: number, buffer: Buffer) => boolean): boolean {

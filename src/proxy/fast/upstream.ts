@@ -26,7 +26,7 @@ export interface UpstreamTimeouts {
 const KEEP_ALIVE_MARGIN_MS = 1000
 
 /** The most one read takes: node's own read size, so large bodies take as many reads as before. */
-const READ_BUFFER_BYTES = 64 * 1024
+export const READ_BUFFER_BYTES = 64 * 1024
 
 /**
  * One TCP connection to an upstream. Its listeners are bound once for its whole life and forward
