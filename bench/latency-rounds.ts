@@ -4,13 +4,15 @@
  * the machine's cc as `npm run bench` does).
  *
  *   node bench/latency-rounds.ts [--peer outrigger|haproxy|direct] [--rate 28000] [--rounds 3]
- *     [--seconds 5] [--warm 3] [--warm-max S] [--idle S] [--calibrate S] [--node-flags "--trace-gc"] [--timeline] [--shield]
+ *     [--seconds 5] [--warm 3] [--warm-max S] [--idle S] [--calibrate S] [--node-flags "--trace-gc"] [--timeline] [--shield] [--shield-load]
  *
  * `--warm-max S` first runs wrk at full speed for S seconds, as the comparison's warm-up does (a pool
  * of upstream connections and a heap shaped by the max rate) before the fixed-rate warm-up;
  * `--idle S` waits S seconds between rounds, as the comparison's rotation does (`--idle 5,70`: gaps of
  * 5 and 70 s in turn); `--shield` runs the
- * proxy under SCHED_FIFO during each round (root only; shieldProcessTree in lib/proc.ts); `--calibrate S`
+ * proxy under SCHED_FIFO during each round (root only; shieldProcessTree in lib/proc.ts), and
+ * `--shield-load` the client (priority 1) and, for the whole run, the upstreams (priority 2: with both at 1,
+ * `direct`'s p99 was 41 ms and CPU 1 95% busy; with the upstreams above the client, 0.05 to 0.1 ms); `--calibrate S`
  * runs each round's load for S seconds first and leaves it out, as the comparison does (default 0, so the
  * first second on new connections is measured); `--timeline` prints
  * the worst latency of every 250 ms and the client's own longest wait between wakeups (a stall of
@@ -43,6 +45,7 @@ const { values: opts } = parseArgs({
     'node-flags': { type: 'string', default: '' },
     timeline: { type: 'boolean', default: false },
     shield: { type: 'boolean', default: false },
+    'shield-load': { type: 'boolean', default: false },
   },
   strict: true,
 })
@@ -68,7 +71,7 @@ function ticks(): number {
 
 function run(seconds: string, calibrate = '0'): { out: string; err: string } {
   const env = opts.timeline ? { ...process.env, FIXED_RATE_TIMELINE: '1' } : process.env
-  const r = spawnSync('taskset', ['-c', '1', client, '127.0.0.1', String(port), HOST_HEADER, '/', opts.rate, seconds, '64', calibrate], { encoding: 'utf8', env })
+  const r = spawnSync(opts['shield-load'] ? 'chrt' : 'taskset', [...(opts['shield-load'] ? ['-f', '1', 'taskset'] : []), '-c', '1', client, '127.0.0.1', String(port), HOST_HEADER, '/', opts.rate, seconds, '64', calibrate], { encoding: 'utf8', env })
   if (r.status !== 0) throw new Error(`fixed-rate exited with ${r.status}: ${r.stderr}`)
   return { out: r.stdout.trim(), err: r.stderr.trim() }
 }
@@ -76,6 +79,7 @@ function run(seconds: string, calibrate = '0'): { out: string; err: string } {
 /** `--idle 5,70` alternates the gaps: the round after each gap is compared with the others. */
 const idles = opts.idle.split(',').map(Number)
 
+if (opts['shield-load'] && shieldProcessTree(up.server.pid, 2) === null) throw new Error('--shield-load: chrt was not permitted (needs root or CAP_SYS_NICE)')
 try {
   if (Number(opts['warm-max']) > 0) {
     const script = wrkScript(dir, 'small', { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 })

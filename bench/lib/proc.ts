@@ -124,19 +124,20 @@ export function cpuBusyPercent(before: readonly { busy: number; total: number }[
 }
 
 /**
- * Runs every thread of `pid` and of its descendants under SCHED_FIFO at priority 1 (`chrt -f -a`),
+ * Runs every thread of `pid` and of its descendants under SCHED_FIFO at `priority` (`chrt -f -a`),
  * until the returned function puts them back to SCHED_OTHER; returns null, changing nothing, where
  * that is not permitted (it needs root or CAP_SYS_NICE). Normal tasks on the same CPU (this VM's
- * agent runs at nice -10) then wait while the proxy has work instead of preempting it. A diagnosis
- * (`latency-rounds.ts --shield`; bench/README.md, "Latency at a fixed rate"), not part of the
- * comparison: only for a load the proxy keeps up with, since a real-time thread that never sleeps
- * is throttled by the kernel for 50 ms of every second (sched_rt_runtime_us).
+ * agent runs at nice -10) then wait while the process has work instead of preempting it. A diagnosis
+ * (`latency-rounds.ts --shield` and `--shield-load`; bench/README.md, "Latency at a fixed rate"),
+ * not part of the comparison: only for a load the process keeps up with, since the kernel stops
+ * every real-time thread of a CPU for the rest of each second once they have had 950 ms of it
+ * (sched_rt_runtime_us), which a CPU shared by the client and the upstreams reached when both were shielded.
  */
-export function shieldProcessTree(pid: number): (() => void) | null {
+export function shieldProcessTree(pid: number, priority = 1): (() => void) | null {
   const chrt = (args: string[]): boolean => spawnSync('chrt', args, { stdio: 'ignore' }).status === 0
   const shielded: number[] = []
   for (const p of processTree(pid)) {
-    if (chrt(['-f', '-a', '-p', '1', String(p)])) shielded.push(p)
+    if (chrt(['-f', '-a', '-p', String(priority), String(p)])) shielded.push(p)
     else if (p === pid) return null
   }
   return () => {
