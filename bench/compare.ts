@@ -353,8 +353,14 @@ function medianSample(samples: readonly Sample[]): Sample {
 /**
  * Starts every target of the scenario (each on the proxy CPU, idle while another is measured),
  * warms each up, then runs the rounds with the targets' order rotated every round, so a slow spell
- * of the machine does not always land on the same target. With `fresh`, each measurement gets a
- * newly started process and no warm-up instead (memory figures that no earlier load has inflated).
+ * of the machine does not always land on the same target. Each target moves one place later every
+ * round (the last one first), so between two of its rounds it waits as many rounds as there are
+ * targets, or none: the same idle spell for all (about 72 s in the latency scenario, where the
+ * saturated Node peers' rounds take 17 s). Rotated the other way, the target that moved from first
+ * to last waited about 110 s and the others 48, and outrigger's round after that long wait was its
+ * worst in most runs (bench/README.md, "Latency at a fixed rate"). With `fresh`, each measurement
+ * gets a newly started process and no warm-up instead (memory figures that no earlier load has
+ * inflated).
  */
 async function runScenario(
   name: Scenario,
@@ -376,7 +382,7 @@ async function runScenario(
     const samples: Sample[][] = targets.map(() => [])
     for (let round = 0; round < ROUNDS; round++) {
       for (let k = 0; k < targets.length; k++) {
-        const i = (k + round) % targets.length
+        const i = (k - (round % targets.length) + targets.length) % targets.length
         const p = running[i] ?? (await targets[i]!.start(up))
         const s = await measure(targets[i]!, p)
         if (fresh) {
