@@ -11,8 +11,9 @@
  * `--idle S` waits S seconds between rounds, as the comparison's rotation does (`--idle 5,70`: gaps of
  * 5 and 70 s in turn); `--shield` runs the
  * proxy under SCHED_FIFO during each round (root only; shieldProcessTree in lib/proc.ts), and
- * `--shield-load` the client (priority 1) and, for the whole run, the upstreams (priority 2: with both at 1,
- * `direct`'s p99 was 41 ms and CPU 1 95% busy; with the upstreams above the client, 0.05 to 0.1 ms); `--calibrate S`
+ * `--shield-load` the client (priority 1) and, for the whole run, the upstreams (priority 2: with
+ * both at 1, `direct`'s p99 was 41 ms and CPU 1 95% busy; with the upstreams above the client,
+ * 0.05 to 0.1 ms); `--calibrate S`
  * runs each round's load for S seconds first and leaves it out, as the comparison does (default 0, so the
  * first second on new connections is measured); `--timeline` prints
  * the worst latency of every 250 ms and the client's own longest wait between wakeups (a stall of
@@ -79,8 +80,8 @@ function run(seconds: string, calibrate = '0'): { out: string; err: string } {
 /** `--idle 5,70` alternates the gaps: the round after each gap is compared with the others. */
 const idles = opts.idle.split(',').map(Number)
 
-if (opts['shield-load'] && shieldProcessTree(up.server.pid, 2) === null) throw new Error('--shield-load: chrt was not permitted (needs root or CAP_SYS_NICE)')
 try {
+  if (opts['shield-load'] && shieldProcessTree(up.server.pid, 2) === null) throw new Error('--shield-load: chrt was not permitted (needs root or CAP_SYS_NICE)')
   if (Number(opts['warm-max']) > 0) {
     const script = wrkScript(dir, 'small', { method: 'GET', path: '/', host: HOST_HEADER, bodyBytes: 0, hashKeys: 0 })
     await runWrk(found.wrk, 1, script, port, 64, Number(opts['warm-max']))

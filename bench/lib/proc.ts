@@ -131,7 +131,8 @@ export function cpuBusyPercent(before: readonly { busy: number; total: number }[
  * (`latency-rounds.ts --shield` and `--shield-load`; bench/README.md, "Latency at a fixed rate"),
  * not part of the comparison: only for a load the process keeps up with, since the kernel stops
  * every real-time thread of a CPU for the rest of each second once they have had 950 ms of it
- * (sched_rt_runtime_us), which a CPU shared by the client and the upstreams reached when both were shielded.
+ * (sched_rt_runtime_us), which the CPU shared by the client and the upstreams reached when both
+ * were shielded in the comparison's latency rounds (tried; bench/README.md).
  */
 export function shieldProcessTree(pid: number, priority = 1): (() => void) | null {
   const chrt = (args: string[]): boolean => spawnSync('chrt', args, { stdio: 'ignore' }).status === 0
