@@ -9,13 +9,12 @@
  * `--warm-max S` first runs wrk at full speed for S seconds, as the comparison's warm-up does (a pool
  * of upstream connections and a heap shaped by the max rate) before the fixed-rate warm-up;
  * `--idle S` waits S seconds between rounds, as the comparison's rotation does (`--idle 5,70`: gaps of
- * 5 and 70 s in turn); `--shield` runs the
- * proxy under SCHED_FIFO during each round (root only; shieldProcessTree in lib/proc.ts), and
- * `--shield-load` the client (priority 1) and, for the whole run, the upstreams (priority 2: with
- * both at 1, `direct`'s p99 was 41 ms and CPU 1 95% busy; with the upstreams above the client,
- * 0.05 to 0.1 ms); `--calibrate S`
- * runs each round's load for S seconds first and leaves it out, as the comparison does (default 0, so the
- * first second on new connections is measured); `--timeline` prints
+ * 5 and 70 s in turn); `--shield` runs the proxy under SCHED_FIFO during each round (root only;
+ * shieldProcessTree in lib/proc.ts), and `--shield-load` the client (priority 1) and, for the whole
+ * run, the upstreams (priority 2: with both at 1, `direct`'s p99 was 41 ms and CPU 1 95% busy; with
+ * the upstreams above the client, 0.05 to 0.1 ms); `--calibrate S` runs each round's load for S
+ * seconds first and leaves it out, as the comparison does (default 0, so the first second on new
+ * connections is measured); `--timeline` prints
  * the worst latency of every 250 ms and the client's own longest wait between wakeups (a stall of
  * the client, not of the proxy), with the client's start on CLOCK_MONOTONIC to line up with
  * stamps taken in the proxy (process.hrtime). Each round prints the client's percentiles and the proxy's
@@ -72,7 +71,9 @@ function ticks(): number {
 
 function run(seconds: string, calibrate = '0'): { out: string; err: string } {
   const env = opts.timeline ? { ...process.env, FIXED_RATE_TIMELINE: '1' } : process.env
-  const r = spawnSync(opts['shield-load'] ? 'chrt' : 'taskset', [...(opts['shield-load'] ? ['-f', '1', 'taskset'] : []), '-c', '1', client, '127.0.0.1', String(port), HOST_HEADER, '/', opts.rate, seconds, '64', calibrate], { encoding: 'utf8', env })
+  const pinned = ['taskset', '-c', '1', client, '127.0.0.1', String(port), HOST_HEADER, '/', opts.rate, seconds, '64', calibrate]
+  const [command, ...args] = opts['shield-load'] ? ['chrt', '-f', '1', ...pinned] : pinned
+  const r = spawnSync(command!, args, { encoding: 'utf8', env })
   if (r.status !== 0) throw new Error(`fixed-rate exited with ${r.status}: ${r.stderr}`)
   return { out: r.stdout.trim(), err: r.stderr.trim() }
 }

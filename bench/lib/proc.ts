@@ -1,5 +1,5 @@
 /** What the harness reads from /proc: a process's (or a process tree's) CPU time and memory, and each CPU's busy time;
- * and the scheduling class it runs a proxy under for the latency scenario. */
+ * and the real-time scheduling latency-rounds.ts can run the proxy and the load under (a diagnosis). */
 import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 
