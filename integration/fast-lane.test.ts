@@ -13,6 +13,7 @@ import { Agent, request } from 'undici'
 import type { RunningSidecar, Upstream } from './helpers.ts'
 import { closedPort, startSidecar, startUpstream, waitFor } from './helpers.ts'
 import { prng } from '../test/support/prng.ts'
+import { DirectWriter } from '../src/proxy/fast/direct-write.ts'
 
 /** A raw client connection that collects what the proxy sends. */
 class RawClient {
@@ -73,6 +74,55 @@ function parseResponses(text: string): Array<{ status: number; head: string; bod
 
 function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
+}
+
+/**
+ * Makes every `nth` DirectWriter write wait 10 to 40 ms before it is written, holding the caller's
+ * buffer (not a copy), with later writes on that socket queued behind it, and `false` returned, as
+ * libuv does with a write the kernel cannot take whole. Returns the undo, and a count of holds.
+ */
+function holdSomeWrites(nth: number): (() => void) & { held: () => number } {
+  const proto = DirectWriter.prototype
+  // Called with .call on a writer below.
+  // eslint-disable-next-line @typescript-eslint/unbound-method
+  const { write, write2 } = proto
+  const queues = new WeakMap<DirectWriter, Buffer[][]>()
+  let count = 0
+  let held = 0
+  const flush = (writer: DirectWriter): void => {
+    const queue = queues.get(writer)!
+    const chunks = queue.shift()!
+    writer.inFlight--
+    if (!writer.socket.destroyed) write.call(writer, Buffer.concat(chunks))
+    if (queue.length > 0) return void setTimeout(() => flush(writer), 10 + (count % 4) * 10)
+    queues.delete(writer)
+    if (writer.inFlight === 0) writer.onDrain()
+  }
+  const hold = (writer: DirectWriter, chunks: Buffer[], direct: () => boolean): boolean => {
+    const queue = queues.get(writer)
+    if (queue === undefined && ++count % nth !== 0) return direct()
+    held++
+    writer.inFlight++
+    if (queue !== undefined) queue.push(chunks)
+    else {
+      queues.set(writer, [chunks])
+      setTimeout(() => flush(writer), 10 + (count % 4) * 10)
+    }
+    return false
+  }
+  proto.write = function (this: DirectWriter, data: Buffer) {
+    return hold(this, [data], () => write.call(this, data))
+  }
+  proto.write2 = function (this: DirectWriter, a: Buffer, b: Buffer) {
+    return hold(this, [a, b], () => write2.call(this, a, b))
+  }
+  return Object.assign(
+    () => {
+      proto.write = write
+      proto.write2 = write2
+    },
+    { held: () => held },
+  )
 }
 
 function portOf(url: string): number {
@@ -440,6 +490,51 @@ describe('the fast lane against upstreams that misbehave', () => {
       }
     } finally {
       c.close()
+    }
+  })
+
+  it('keeps each response its own bytes when writes wait and the upstream connection moves on', async () => {
+    // A write the kernel cannot take whole stays in libuv, pointing at its bytes, until the
+    // client reads (direct-write.ts). Such a write may carry a response's last bytes: the exchange
+    // ends, its upstream connection goes back to the pool and reads the next response into the
+    // same buffer, so those bytes must not point into it (lane.ts #forward, UpstreamConn.detach).
+    // Loopback's socket buffers take megabytes, so here the writer holds every third write itself,
+    // by reference, for 10 to 40 ms, as libuv would: 12 clients ask one upstream for bodies of 20 to
+    // 400 KiB, each filled from its own seed, over a pool that serves them all in turn.
+    const body = (seed: number, size: number): Buffer => {
+      const b = Buffer.allocUnsafe(size)
+      for (let i = 0; i < size; i++) b[i] = (i * 131 + seed * 7 + (i >>> 11) * seed) & 0xff
+      return b
+    }
+    const up = await rawUpstream((socket, request) => {
+      const m = /^GET \/(\d+)\/(\d+) /.exec(request)!
+      const b = body(Number(m[1]), Number(m[2]))
+      socket.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-length: ${b.length}\r\n\r\n`, 'latin1'), b]))
+    })
+    const sc = await startSidecar({ services: { slow: { source: 'static', endpoints: [up.address] } } })
+    cleanup.push(() => up.close(), () => sc.stop())
+    const random = prng(11)
+    const restore = holdSomeWrites(3)
+    const clients = await Promise.all(Array.from({ length: 12 }, () => RawClient.connect(portOf(sc.url))))
+    try {
+      await Promise.all(
+        clients.map(async (c, ci) => {
+          for (let r = 0; r < 8; r++) {
+            const seed = ci * 100 + r + 1
+            const size = 20 * 1024 + Math.floor(random() * 380 * 1024)
+            const before = c.text.length
+            c.send(`GET /${seed}/${size} HTTP/1.1\r\nHost: slow\r\n\r\n`)
+            await waitFor(`client ${ci} response ${r}`, () => parseResponses(c.text.slice(before)).length === 1, 30_000)
+            const got = parseResponses(c.text.slice(before))[0]!
+            assert.equal(got.status, 200)
+            assert.equal(sha256(Buffer.from(got.body, 'latin1')), sha256(body(seed, size)), `client ${ci} response ${r} (${size} bytes)`)
+          }
+        }),
+      )
+      assert.ok(restore.held() > 100, `writes held: ${restore.held()}`)
+    } finally {
+      restore()
+      for (const c of clients) c.close()
     }
   })
 

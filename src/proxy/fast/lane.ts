@@ -19,6 +19,7 @@ import type { RequestHead, ResponseHead } from './http1.ts'
 import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeRequestHead, writeResponseHead } from './http1.ts'
 import type { UpstreamConn, UpstreamUser } from './upstream.ts'
 import { READ_BUFFER_BYTES, UpstreamPool } from './upstream.ts'
+import { DirectWriter } from './direct-write.ts'
 
 /** Where a request goes, as the listener resolves it (see ProxyListener.resolveFast). */
 export interface FastRoute {
@@ -208,6 +209,8 @@ export class ClientConn {
   readonly #userReads: boolean
   /** Given to node's HTTP server (reads after that are pushed to its side). */
   #handedOff = false
+  /** The lane's Buffer writes to the client (straight to the handle when it can). */
+  readonly writer: DirectWriter
 
   constructor(lane: FastLane, socket: net.Socket) {
     this.lane = lane
@@ -215,6 +218,7 @@ export class ClientConn {
     const remote = socket.remoteAddress
     this.clientAddress = remote === undefined ? 'unknown' : remote.startsWith('::ffff:') ? remote.slice(7) : remote
     this.#idleSinceMs = Date.now()
+    this.writer = new DirectWriter(socket, this.#onDrain)
     this.#userReads = readIntoShared(socket, this.#onRead)
     if (!this.#userReads) socket.on('data', this.#onData)
     socket.on('error', noop)
@@ -362,7 +366,7 @@ export class ClientConn {
 
   /** Writes to the client; false when its buffer is full (then wait for onClientDrain). */
   write(data: Buffer | string): boolean {
-    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data)
+    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.writer.write(data)
   }
 
   /** The exchange is over: the response was written whole (or the connection is being cut). */
@@ -621,12 +625,12 @@ export class FastExchange implements UpstreamUser, PickContext {
       ok = socket.write(later[later.length - 1]!)
       socket.uncork()
     } else if (bodyInRaw === 0) {
-      ok = socket.write(head)
+      ok = conn.writer.write(head)
     } else {
       const out = Buffer.allocUnsafe(head.length + bodyInRaw)
       head.copy(out, 0)
       raw.copy(out, head.length, this.#headLength)
-      ok = socket.write(out)
+      ok = conn.writer.write(out)
     }
     if (!ok && this.bodyRemaining > 0) this.#pauseClient()
   }
@@ -811,18 +815,11 @@ export class FastExchange implements UpstreamUser, PickContext {
    * connection moves to a new read buffer. In the usual case (the client keeps up) nothing is copied.
    */
   #forward(head: Buffer | null, bytes: Buffer): boolean {
-    const socket = this.#client.socket
-    const queued = socket.writableLength > 0
+    const writer = this.#client.writer
+    const queued = writer.queued
     const data = queued ? Buffer.from(bytes) : bytes
-    let ok: boolean
-    if (head === null) ok = socket.write(data)
-    else {
-      socket.cork()
-      socket.write(head)
-      ok = socket.write(data)
-      socket.uncork()
-    }
-    if (!queued && socket.writableLength > 0) this.#conn?.detach()
+    const ok = head === null ? writer.write(data) : writer.write2(head, data)
+    if (!queued && writer.queued) this.#conn?.detach()
     return ok
   }
 

@@ -1,4 +1,5 @@
 import net from 'node:net'
+import { DirectWriter } from './direct-write.ts'
 
 /** What an upstream connection reports to the exchange using it. */
 export interface UpstreamUser {
@@ -58,11 +59,14 @@ export class UpstreamConn {
   #quietMs = 0
   /** Where the next read goes (see the class comment). */
   #readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)
+  /** Writes to the upstream (straight to the handle when it can); count them as activity. */
+  readonly writer: DirectWriter
 
   constructor(pool: UpstreamPool, host: string, port: number) {
     this.pool = pool
     this.idleKeepMs = pool.timeouts.idleMs
     this.socket = net.connect({ host, port, noDelay: true, onread: { buffer: this.#nextBuffer, callback: this.#onRead } })
+    this.writer = new DirectWriter(this.socket, this.#onDrain)
     this.arm(pool.timeouts.connectMs)
     this.socket.on('connect', this.#onConnect)
     this.socket.on('error', this.#onError)
@@ -79,7 +83,7 @@ export class UpstreamConn {
   /** Writes to the upstream (counted as activity); false when its buffer is full. */
   write(data: Buffer): boolean {
     this.activity++
-    return this.socket.write(data)
+    return this.writer.write(data)
   }
 
   /** The pool's sweep, `elapsedMs` after the previous one: true when the timeout ran out. */
