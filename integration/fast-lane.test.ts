@@ -493,6 +493,37 @@ describe('the fast lane against upstreams that misbehave', () => {
     }
   })
 
+  it("reads a head split across reads from its own bytes, not from the buffer's stale ones", async () => {
+    // Each upstream connection reads into one buffer, handed over whole with the count read
+    // (UpstreamConn): past that count are the previous reads' bytes. Here they are blank lines
+    // (a body of CRLFs), and the next head arrives in two reads, the first without its blank line.
+    const blank = Buffer.alloc(60_000, '\r\n')
+    const up = await rawUpstream((socket, request) => {
+      if (request.startsWith('GET /1 ')) {
+        socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${blank.length}\r\n\r\n`)
+        setTimeout(() => socket.write(blank), 20)
+        return
+      }
+      socket.write('HTTP/1.1 200 OK\r\ncontent-')
+      setTimeout(() => socket.write('length: 5\r\n\r\nhello'), 20)
+    })
+    const sc = await startSidecar({ services: { stale: { source: 'static', endpoints: [up.address] } } })
+    cleanup.push(() => up.close(), () => sc.stop())
+    const c = await RawClient.connect(portOf(sc.url))
+    try {
+      c.send('GET /1 HTTP/1.1\r\nHost: stale\r\n\r\n')
+      const [first] = await c.responses(1)
+      assert.equal(first!.body.length, blank.length)
+      c.send('GET /2 HTTP/1.1\r\nHost: stale\r\n\r\n')
+      const rs = await c.responses(2)
+      assert.equal(rs[1]!.status, 200)
+      assert.equal(rs[1]!.body, 'hello')
+      assert.equal(up.connections, 1, 'both on one upstream connection, so one read buffer')
+    } finally {
+      c.close()
+    }
+  })
+
   it('keeps each response its own bytes when writes wait and the upstream connection moves on', async () => {
     // A write the kernel cannot take whole stays in libuv, pointing at its bytes, until the
     // client reads (direct-write.ts). Such a write may carry a response's last bytes: the exchange

@@ -14,8 +14,8 @@ class Recorder implements UpstreamUser {
   onUpstreamConnect(): void {
     this.connectedAt = performance.now()
   }
-  onUpstreamData(_conn: UpstreamConn, chunk: Buffer): void {
-    this.data += chunk.toString('latin1')
+  onUpstreamData(_conn: UpstreamConn, chunk: Buffer, length: number): void {
+    this.data += chunk.toString('latin1', 0, length)
   }
   onUpstreamClose(): void {
     this.closed = true

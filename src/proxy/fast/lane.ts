@@ -672,18 +672,24 @@ export class FastExchange implements UpstreamUser, PickContext {
     }
   }
 
-  onUpstreamData(conn: UpstreamConn, chunk: Buffer): void {
+  onUpstreamData(conn: UpstreamConn, chunk: Buffer, length: number): void {
     if (conn !== this.#conn || this.#done) return
     let start = 0
     if (this.#respHead === null) {
       let buf = chunk
-      if (this.#headBuf !== null) buf = Buffer.concat([this.#headBuf, chunk])
+      let bufEnd = length
+      if (this.#headBuf !== null) {
+        buf = Buffer.concat([this.#headBuf, chunk.subarray(0, length)])
+        bufEnd = buf.length
+      }
       for (;;) {
-        const end = buf.indexOf(HEAD_END, start)
+        // `buf` may run past its bytes (the read buffer, stale beyond `bufEnd`): a match must end inside.
+        let end = buf.indexOf(HEAD_END, start)
+        if (end + 4 > bufEnd) end = -1
         if (end === -1) {
-          if (buf.length - start > MAX_RESPONSE_HEAD_BYTES) return this.#upstreamFailed('reset')
+          if (bufEnd - start > MAX_RESPONSE_HEAD_BYTES) return this.#upstreamFailed('reset')
           // `chunk` is the connection's read buffer: what is kept must be a copy.
-          this.#headBuf = buf === chunk ? Buffer.from(chunk.subarray(start)) : buf.subarray(start)
+          this.#headBuf = buf === chunk ? Buffer.from(chunk.subarray(start, bufEnd)) : buf.subarray(start)
           return
         }
         if (end - start > MAX_RESPONSE_HEAD_BYTES) return this.#upstreamFailed('reset')
@@ -699,14 +705,15 @@ export class FastExchange implements UpstreamUser, PickContext {
         this.#headBuf = null
         this.#respHead = head
         start = end + 4
-        this.#startResponse(head, buf, start)
+        this.#startResponse(head, buf, start, bufEnd)
         return
       }
     }
-    this.#body(chunk, 0)
+    this.#body(chunk, 0, length)
   }
 
-  #startResponse(head: ResponseHead, buf: Buffer, bodyStart: number): void {
+  /** The response head is in; `buf` holds its body's first bytes from `bodyStart` to `bufEnd`. */
+  #startResponse(head: ResponseHead, buf: Buffer, bodyStart: number, bufEnd: number): void {
     const conn = this.#conn!
     this.#status = head.status
     this.responded = true
@@ -728,7 +735,7 @@ export class FastExchange implements UpstreamUser, PickContext {
       extra += 'connection: close\r\n'
     }
     // How much of this buffer is body, and does the body end in it?
-    let bodyEnd = buf.length
+    let bodyEnd = bufEnd
     let complete = false
     switch (head.framing) {
       case Framing.NONE:
@@ -736,16 +743,16 @@ export class FastExchange implements UpstreamUser, PickContext {
         complete = true
         break
       case Framing.LENGTH:
-        if (buf.length - bodyStart >= head.contentLength) {
+        if (bufEnd - bodyStart >= head.contentLength) {
           bodyEnd = bodyStart + head.contentLength
           complete = true
         } else {
-          this.#remaining = head.contentLength - (buf.length - bodyStart)
+          this.#remaining = head.contentLength - (bufEnd - bodyStart)
         }
         break
       case Framing.CHUNKED: {
         const scanner = (this.#chunked = new ChunkedScanner())
-        const at = scanner.scan(buf, bodyStart, buf.length)
+        const at = scanner.scan(buf, bodyStart, bufEnd)
         if (at === CHUNKED_ERROR) return this.#cut('reset')
         if (at !== -1) {
           bodyEnd = at
@@ -754,7 +761,7 @@ export class FastExchange implements UpstreamUser, PickContext {
         break
       }
     }
-    if (bodyEnd < buf.length) this.#reusable = false // bytes past the response: not HTTP we understand
+    if (bodyEnd < bufEnd) this.#reusable = false // bytes past the response: not HTTP we understand
     const bodyLength = bodyEnd - bodyStart
     const coalesce = bodyLength <= COALESCE_BYTES ? bodyLength : 0
     let out: Buffer
@@ -782,9 +789,10 @@ export class FastExchange implements UpstreamUser, PickContext {
     if (!ok) this.#pauseUpstream()
   }
 
-  #body(chunk: Buffer, start: number): void {
+  /** Body bytes `chunk[start, length)` (the rest of `chunk` is not this read's). */
+  #body(chunk: Buffer, start: number, length: number): void {
     const head = this.#respHead!
-    let end = chunk.length
+    let end = length
     let complete = false
     if (head.framing === Framing.LENGTH) {
       if (end - start >= this.#remaining) {
@@ -800,8 +808,8 @@ export class FastExchange implements UpstreamUser, PickContext {
         complete = true
       }
     }
-    if (end < chunk.length) this.#reusable = false
-    const ok = this.#forward(null, start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end))
+    if (end < length) this.#reusable = false
+    const ok = this.#forward(null, chunk.subarray(start, end))
     if (complete) return this.#complete()
     if (!ok) this.#pauseUpstream()
   }

@@ -5,8 +5,11 @@ import { DirectWriter } from './direct-write.ts'
 export interface UpstreamUser {
   /** The TCP connection is up (only for a new connection). */
   onUpstreamConnect(conn: UpstreamConn): void
-  /** `chunk` is a view of the connection's read buffer, valid only until this returns (see UpstreamConn). */
-  onUpstreamData(conn: UpstreamConn, chunk: Buffer): void
+  /**
+   * The bytes read are `chunk[0, length)`: `chunk` is the connection's read buffer itself (stale
+   * past `length`), valid only until this returns (see UpstreamConn). No view is made per read.
+   */
+  onUpstreamData(conn: UpstreamConn, chunk: Buffer, length: number): void
   /** The connection ended while in use. `error` is null for a clean end (FIN without error). */
   onUpstreamClose(conn: UpstreamConn, error: Error | null): void
   /** Nothing moved on the connection for the timeout it was given (see UpstreamPool). */
@@ -112,7 +115,7 @@ export class UpstreamConn {
     const user = this.user
     // Bytes nobody asked for: the upstream broke the protocol; never reuse the connection.
     if (user === null) this.socket.destroy()
-    else user.onUpstreamData(this, buffer.subarray(0, nread))
+    else user.onUpstreamData(this, buffer, nread)
     return true // reading stops by socket.pause(), as for a 'data' listener
   }
 
