@@ -545,8 +545,8 @@ describe('the fast lane against upstreams that misbehave', () => {
     const sc = await startSidecar({ services: { slow: { source: 'static', endpoints: [up.address] } } })
     cleanup.push(() => up.close(), () => sc.stop())
     const random = prng(11)
-    const restore = holdSomeWrites(3)
     const clients = await Promise.all(Array.from({ length: 12 }, () => RawClient.connect(portOf(sc.url))))
+    const restore = holdSomeWrites(3)
     try {
       await Promise.all(
         clients.map(async (c, ci) => {

@@ -84,7 +84,9 @@ function onComplete(this: WriteReq, status: number): void {
     writer.socket.destroy(writeError(status))
     return
   }
-  if (writer.inFlight === 0 && writer.socket.writableLength === 0) writer.onDrain()
+  // Told whenever libuv is done, even if the Writable holds bytes: its own 'drain' follows only if
+  // one of its writes returned false, and the handlers only resume a side that is paused.
+  if (writer.inFlight === 0) writer.onDrain()
 }
 
 function writeError(status: number): Error {
@@ -98,7 +100,7 @@ function writeError(status: number): Error {
 /** One socket's writes (see the module comment). */
 export class DirectWriter {
   readonly socket: net.Socket
-  /** Called when every byte written has gone to the kernel, after a write that returned false. */
+  /** Called when libuv has written every direct write it held (after a write that returned false). */
   readonly onDrain: () => void
   /** Direct writes libuv still holds part of. */
   inFlight = 0

@@ -39,9 +39,10 @@ export const READ_BUFFER_BYTES = 64 * 1024
  * It reads into a buffer of its own (net's `onread`), not into a new one per read: a stream read
  * makes an ArrayBuffer with its own malloc'd backing store, and V8 frees those in the scavenge's
  * pause, on the event loop's thread with `--single-threaded` (about half of each 0.4 ms scavenge at
- * 28,000 req/s, `--trace-gc-nvp`'s sweep_array_buffers). A chunk handed to the user is a view of
- * that buffer, valid until the callback returns: bytes kept past it must be copied, or `detach()`
- * called so the next read goes to a new buffer (lane.ts's #forward does one or the other).
+ * 28,000 req/s, `--trace-gc-nvp`'s sweep_array_buffers). The user is handed that buffer itself
+ * and the count read (bytes past the count are earlier reads'), valid until the callback returns:
+ * bytes kept past it must be copied, or `detach()` called so the next read goes to a new buffer
+ * (lane.ts's #forward does one or the other).
  */
 export class UpstreamConn {
   readonly socket: net.Socket
