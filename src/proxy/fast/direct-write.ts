@@ -116,27 +116,33 @@ export class DirectWriter {
    * socket's 'drain', follows) or the socket failed (it is destroyed).
    */
   write(data: Buffer): boolean {
-    const socket = this.socket
-    const req = spare
-    const handle = (socket as unknown as { _handle: StreamHandle | null })._handle
-    if (req === null || handle === null || socket.writableLength > 0 || socket.connecting || socket.destroyed) return socket.write(data)
+    const handle = this.#direct()
+    if (handle === null) return this.socket.write(data)
+    const req = spare!
     return this.#after(req, handle.writeBuffer(req, data), data)
   }
 
   /** `first` then `second`, in one system call when the kernel takes both (as write). */
   write2(first: Buffer, second: Buffer): boolean {
-    const socket = this.socket
-    const req = spare
-    const handle = (socket as unknown as { _handle: StreamHandle | null })._handle
-    if (req === null || handle === null || socket.writableLength > 0 || socket.connecting || socket.destroyed) {
+    const handle = this.#direct()
+    if (handle === null) {
+      const socket = this.socket
       socket.cork()
       socket.write(first)
       const ok = socket.write(second)
       socket.uncork()
       return ok
     }
+    const req = spare!
     const chunks = [first, second]
     return this.#after(req, handle.writev(req, chunks, true), chunks)
+  }
+
+  /** The handle, when a direct write may be made now (see the module comment); else null: use the Writable. */
+  #direct(): StreamHandle | null {
+    const socket = this.socket
+    if (spare === null || socket.writableLength > 0 || socket.connecting || socket.destroyed) return null
+    return (socket as unknown as { _handle: StreamHandle | null })._handle
   }
 
   #after(req: WriteReq, err: number, data: Buffer | Buffer[]): boolean {

@@ -63,7 +63,7 @@ export class UpstreamConn {
   #quietMs = 0
   /** Where the next read goes (see the class comment). */
   #readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)
-  /** Writes to the upstream (straight to the handle when it can); count them as activity. */
+  /** Writes to the upstream (straight to the handle when it can); `write()` counts them as activity, other callers do it themselves. */
   readonly writer: DirectWriter
 
   constructor(pool: UpstreamPool, host: string, port: number) {
