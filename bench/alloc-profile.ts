@@ -19,7 +19,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { buildFixedRateClient, fetchTools } from './lib/tools.ts'
+import { buildFixedRateClient, fetchTools, fixedRateArgs } from './lib/tools.ts'
 import { HOST_HEADER, STRATEGIES, startOutrigger, startUpstreams } from './peers/peers.ts'
 import type { Strategy } from './peers/peers.ts'
 
@@ -53,7 +53,7 @@ const up = await startUpstreams(tools, 1)
 const proxy = await startOutrigger(tools, 0, up, strategy, ['--import', path.join(import.meta.dirname, 'lib', 'alloc-sampler.ts')])
 
 function load(seconds: string): { requests: number } {
-  const r = spawnSync('taskset', ['-c', '1', client, '127.0.0.1', String(proxy.port), HOST_HEADER, '/', opts.rate, seconds, '64', '0'], { encoding: 'utf8' })
+  const r = spawnSync('taskset', ['-c', '1', client, ...fixedRateArgs(proxy.port, HOST_HEADER, opts.rate, seconds, 64, 0)], { encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`fixed-rate exited with ${r.status}: ${r.stderr}`)
   return JSON.parse(r.stdout) as { requests: number }
 }

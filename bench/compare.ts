@@ -26,7 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { renderChart } from './lib/chart.ts'
 import { cpuBusyPercent, cpuTicks, processMemory, processTreeCpuMicros, processTreeMemory } from './lib/proc.ts'
-import { buildFixedRateClient, fetchTools } from './lib/tools.ts'
+import { buildFixedRateClient, fetchTools, fixedRateArgs } from './lib/tools.ts'
 import { runWrk, wrkScript } from './lib/wrk.ts'
 import type { WrkLoad } from './lib/wrk.ts'
 import { HAPROXY_MAX_CONNECTIONS, HOST_HEADER, POST_BODY_BYTES, STRATEGIES, startHaproxy, startNginx, startNodePeer, startOutrigger, startUpstreams } from './peers/peers.ts'
@@ -288,7 +288,7 @@ function fixedRateSample(port: number, rate: number, seconds: number, pid: numbe
   return measured(pid, true, async () => {
     const out = fixedRateBinary === null
       ? await runClient('fixed-rate.ts', [`127.0.0.1:${port}`, HOST_HEADER, '/', String(rate), String(seconds), String(CONNECTIONS), String(calibrate)])
-      : await runProgram(fixedRateBinary, ['127.0.0.1', String(port), HOST_HEADER, '/', String(rate), String(seconds), String(CONNECTIONS), String(calibrate)])
+      : await runProgram(fixedRateBinary, fixedRateArgs(port, HOST_HEADER, rate, seconds, CONNECTIONS, calibrate))
     const r = JSON.parse(out) as { completed: number; requests: number; errors: number; seconds: number; latenciesUs: { p50: number; p99: number; p999: number } }
     return {
       // The proxy's CPU time covers the calibration too: per request of the whole run.

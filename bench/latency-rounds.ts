@@ -27,7 +27,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { buildFixedRateClient, fetchTools } from './lib/tools.ts'
+import { buildFixedRateClient, fetchTools, fixedRateArgs } from './lib/tools.ts'
 import { shieldProcessTree } from './lib/proc.ts'
 import { runWrk, wrkScript } from './lib/wrk.ts'
 import { HOST_HEADER, startHaproxy, startOutrigger, startUpstreams } from './peers/peers.ts'
@@ -71,7 +71,7 @@ function ticks(): number {
 
 function run(seconds: string, calibrate = '0'): { out: string; err: string } {
   const env = opts.timeline ? { ...process.env, FIXED_RATE_TIMELINE: '1' } : process.env
-  const pinned = ['taskset', '-c', '1', client, '127.0.0.1', String(port), HOST_HEADER, '/', opts.rate, seconds, '64', calibrate]
+  const pinned = ['taskset', '-c', '1', client, ...fixedRateArgs(port, HOST_HEADER, opts.rate, seconds, 64, calibrate)]
   const [command, ...args] = opts['shield-load'] ? ['chrt', '-f', '1', ...pinned] : pinned
   const r = spawnSync(command!, args, { encoding: 'utf8', env })
   if (r.status !== 0) throw new Error(`fixed-rate exited with ${r.status}: ${r.stderr}`)

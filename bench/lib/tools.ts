@@ -14,6 +14,14 @@ export function fetchTools(): { haproxy: string; nginx: string; wrk: string; ver
 }
 
 /**
+ * The C client's arguments, in the order clients/fixed-rate.c reads them: a fixed rate of GETs of `/`
+ * with `host` as Host, over `connections` to 127.0.0.1:`port`, for `seconds` after `calibrate`.
+ */
+export function fixedRateArgs(port: number, host: string, rate: number | string, seconds: number | string, connections: number, calibrate: number | string): string[] {
+  return ['127.0.0.1', String(port), host, '/', String(rate), String(seconds), String(connections), String(calibrate)]
+}
+
+/**
  * The fixed-rate client in C (clients/fixed-rate.c), built with the machine's cc into .cache/bench/bin
  * when missing or older than its source. null when there is no C compiler: the latency scenario
  * then runs fixed-rate.ts, whose own cost on CPU 1 raises every target's p99 (bench/README.md).
