@@ -161,13 +161,24 @@ function target(peer: Peer, tools: Tools, strategy: Strategy = 'round-robin', la
   }
 }
 
-/** outrigger with `workers: n`, on WORKERS_CPUS whatever n is, so both counts get the same cores. */
-function workersTarget(tools: Tools, n: number): Target {
-  return { label: `outrigger/workers:${n}`, peer: 'outrigger', cpus: WORKERS_CPUS, start: (up) => startOutrigger(tools, WORKERS_CPUS, up, 'round-robin', [], n) }
+/**
+ * The workers scenario's targets, each on WORKERS_CPUS whatever its count, so both counts get the
+ * same cores: outrigger with `workers: n`, and as references measured the same way, HAProxy with
+ * `nbthread n` and nginx with `worker_processes n` (the question the target asks, whether a second
+ * event loop costs more per request than it gains, is asked of them too).
+ */
+function workersTargets(tools: Tools): Target[] {
+  const out: Target[] = []
+  for (const n of WORKER_COUNTS) {
+    if (peers.includes('outrigger')) out.push({ label: `outrigger/workers:${n}`, peer: 'outrigger', cpus: WORKERS_CPUS, start: (up) => startOutrigger(tools, WORKERS_CPUS, up, 'round-robin', [], n) })
+    if (peers.includes('haproxy')) out.push({ label: `haproxy/nbthread:${n}`, peer: 'haproxy', cpus: WORKERS_CPUS, start: (up) => startHaproxy(tools, WORKERS_CPUS, up, n) })
+    if (peers.includes('nginx')) out.push({ label: `nginx/worker_processes:${n}`, peer: 'nginx', cpus: WORKERS_CPUS, start: (up) => startNginx(tools, WORKERS_CPUS, up, n) })
+  }
+  return out
 }
 
 function targetsFor(scenario: Scenario, tools: Tools): Target[] {
-  if (scenario === 'workers') return peers.includes('outrigger') ? WORKER_COUNTS.map((n) => workersTarget(tools, n)) : []
+  if (scenario === 'workers') return workersTargets(tools)
   if (scenario === 'strategies') {
     const out: Target[] = []
     if (peers.includes('outrigger')) for (const s of STRATEGIES) out.push(target('outrigger', tools, s, true))
@@ -488,6 +499,13 @@ function targetsSummary(results: readonly ScenarioResult[]): string[] {
     out.push(`outrigger workers: 2 vs 1: ${f(perCpuS2)} vs ${f(perCpuS1)} requests per CPU-second, ×${f(r, 2)} (target ≥ 1: ${check(r >= 1)})`)
     out.push(`  req/s ${f(w2.median.rps)} vs ${f(w1.median.rps)} (×${f(w2.median.rps / w1.median.rps, 2)}), both on CPUs ${WORKERS_CPUS} beside the load on CPU ${LOAD_CPU}`)
   }
+  // The same question asked of the peers in the same run: does their second thread or process pay here?
+  for (const [peer, key] of [['HAProxy', 'haproxy/nbthread'], ['nginx', 'nginx/worker_processes']] as const) {
+    const p1 = get('workers', `${key}:1`)
+    const p2 = get('workers', `${key}:2`)
+    if (p1 === undefined || p2 === undefined) continue
+    out.push(`  reference, ${peer} ${key.split('/')[1]} 2 vs 1: ${f(1e6 / p2.median.cpuUsPerReq)} vs ${f(1e6 / p1.median.cpuUsPerReq)} requests per CPU-second, ×${f(p1.median.cpuUsPerReq / p2.median.cpuUsPerReq, 2)}`)
+  }
   const io = get('conns10k', 'outrigger')
   if (io?.median.idleRssMB !== undefined) out.push(`outrigger RSS holding ${f(io.median.idleOpen)} idle keep-alive clients: ${f(io.median.idleRssMB, 1)} MB (target < 150 MB: ${check(io.median.idleRssMB < 150)})`)
   return out
@@ -527,7 +545,7 @@ try {
     strategies: `outrigger's strategies, small GETs (consistent-hash on header x-user, 1,000 values), ${CONNECTIONS} connections`,
     conns10k: `RSS of a fresh process holding ${IDLE_CLIENTS} idle keep-alive clients (HAProxy: ${HAPROXY_MAX_IDLE_CLIENTS}), then small GETs on ${CONNECTIONS} more connections meanwhile (no warm-up)`,
     latency: 'fixed-rate GETs (half of outrigger\'s max), latency from each request\'s due time',
-    workers: `outrigger with workers: 1 and workers: 2, each on CPUs ${WORKERS_CPUS} (the load's CPU too), small GETs, ${CONNECTIONS} connections; CPU of the primary and its workers`,
+    workers: `outrigger with workers: 1 and workers: 2 (HAProxy nbthread, nginx worker_processes), each on CPUs ${WORKERS_CPUS} (the load's CPU too), small GETs, ${CONNECTIONS} connections; CPU of all the target's processes`,
   }
 
   for (const name of scenarios) {

@@ -1,6 +1,6 @@
 /**
  * The upstreams and the proxies bench/compare.ts measures, each configured the same way: one core,
- * one thread or worker (except outrigger's `workers` argument, for compare.ts's workers scenario),
+ * one thread or worker (except the worker and thread counts of compare.ts's workers scenario),
  * keep-alive on both sides, round-robin over the same three upstreams, and routing by `Host: up`.
  * Configs are written to the run's temporary folder.
  */
@@ -51,11 +51,14 @@ function nginxPaths(dir: string, name: string): string {
   return ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${path.join(dir, `${name}-${t}`)};`).join('\n')
 }
 
-/** The start of both nginx configs, up to the inside of `http {`: one process, one worker, files under `dir`. */
-function nginxHead(dir: string, name: string): string {
+/**
+ * The start of both nginx configs, up to the inside of `http {`, files under `dir`: one process, one
+ * worker; or, with `processes` > 1, a master and that many workers.
+ */
+function nginxHead(dir: string, name: string, processes = 1): string {
   return `daemon off;
-master_process off;
-worker_processes 1;
+master_process ${processes > 1 ? 'on' : 'off'};
+worker_processes ${processes};
 worker_rlimit_nofile 20000;
 error_log ${path.join(dir, `${name}-error.log`)} warn;
 pid ${path.join(dir, `${name}.pid`)};
@@ -170,16 +173,18 @@ ${endpoints}
  * HAProxy: one thread, round-robin, keep-alive both ways, an HTTP check per server as outrigger has.
  * HAProxy reserves two descriptors per connection; with this machine's hard limit of 20,000 open
  * files (raising it needs root) it can hold at most 9,990 clients, so the conns10k scenario gives it
- * 9,900 idle clients instead of 10,000.
+ * 9,900 idle clients instead of 10,000. `threads` > 1 (compare.ts's workers scenario, as a reference
+ * for outrigger's `workers`): `nbthread`, the threads sharing the listener.
  */
-export async function startHaproxy(tools: Tools, cpu: number, up: Upstreams): Promise<RunningPeer> {
+export async function startHaproxy(tools: Tools, cpu: number | string, up: Upstreams, threads = 1): Promise<RunningPeer> {
   const port = await freePort()
   const servers = up.ports.map((p, i) => `  server s${i + 1} 127.0.0.1:${p} check inter 5s`).join('\n')
-  const conf = path.join(tools.dir, 'haproxy.cfg')
+  const name = `haproxy${threads > 1 ? `-threads${threads}` : ''}`
+  const conf = path.join(tools.dir, `${name}.cfg`)
   writeFileSync(
     conf,
     `global
-  nbthread 1
+  nbthread ${threads}
   maxconn ${HAPROXY_MAX_CONNECTIONS}
 defaults
   mode http
@@ -197,20 +202,23 @@ backend be
 ${servers}
 `,
   )
-  return launch('haproxy', tools, cpu, tools.haproxy, ['-db', '-f', conf], undefined, port)
+  return launch(name, tools, cpu, tools.haproxy, ['-db', '-f', conf], undefined, port)
 }
 
 /**
  * nginx: one process (`master_process off`), an upstream block with kept-alive connections. Request
  * bodies are streamed (`proxy_request_buffering off`, as outrigger does) and response buffers are
- * large enough that a 64 KiB answer never spills to a temporary file.
+ * large enough that a 64 KiB answer never spills to a temporary file. `processes` > 1 (compare.ts's
+ * workers scenario, as a reference for outrigger's `workers`): a master and that many workers, each
+ * with its own listening socket (`reuseport`), as outrigger's workers have.
  */
-export async function startNginx(tools: Tools, cpu: number, up: Upstreams): Promise<RunningPeer> {
+export async function startNginx(tools: Tools, cpu: number | string, up: Upstreams, processes = 1): Promise<RunningPeer> {
   const port = await freePort()
-  const conf = path.join(tools.dir, 'nginx-proxy.conf')
+  const name = `nginx${processes > 1 ? `-workers${processes}` : ''}`
+  const conf = path.join(tools.dir, `${name}-proxy.conf`)
   writeFileSync(
     conf,
-    `${nginxHead(tools.dir, 'nginx')}
+    `${nginxHead(tools.dir, name, processes)}
   keepalive_timeout 300s;
   keepalive_requests 100000000;
   upstream up {
@@ -219,7 +227,7 @@ ${up.ports.map((p) => `    server 127.0.0.1:${p};`).join('\n')}
     keepalive_requests 100000000;
   }
   server {
-    listen 127.0.0.1:${port} backlog=4096;
+    listen 127.0.0.1:${port} backlog=4096${processes > 1 ? ' reuseport' : ''};
     client_max_body_size 1m;
     location / {
       proxy_pass http://up;
@@ -234,7 +242,7 @@ ${up.ports.map((p) => `    server 127.0.0.1:${p};`).join('\n')}
 }
 `,
   )
-  return launch('nginx', tools, cpu, tools.nginx, ['-e', path.join(tools.dir, 'nginx-error.log'), '-c', conf], undefined, port)
+  return launch(name, tools, cpu, tools.nginx, ['-e', path.join(tools.dir, `${name}-error.log`), '-c', conf], undefined, port)
 }
 
 /** @fastify/http-proxy or http-proxy, from bench/peers/ with bench's own dependencies. */
