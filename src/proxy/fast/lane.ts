@@ -46,6 +46,8 @@ export interface LaneOwner {
 
 /** Response heads beyond node's header size limit (16 KiB unless --max-http-header-size) are a 502, as undici's. */
 const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize
+/** Request bodies up to this size that came with their head are copied behind it; larger ones go out beside it in one writev. */
+const REQUEST_COALESCE_BYTES = 1024
 /** Response bodies up to this size are copied behind their head, so both leave in one write. */
 const COALESCE_BYTES = 16 * 1024
 const EMPTY = Buffer.alloc(0)
@@ -626,6 +628,9 @@ export class FastExchange implements UpstreamUser, PickContext {
       socket.uncork()
     } else if (bodyInRaw === 0) {
       ok = conn.writer.write(head)
+    } else if (bodyInRaw > REQUEST_COALESCE_BYTES) {
+      // `raw` is ours (a copy of the read): written beside the head, not copied again.
+      ok = conn.writer.write2(head, raw.subarray(this.#headLength))
     } else {
       const out = Buffer.allocUnsafe(head.length + bodyInRaw)
       head.copy(out, 0)
