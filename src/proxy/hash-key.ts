@@ -5,18 +5,58 @@ import type { HashKey } from '../config/types.ts'
  * or the path. Null when the request does not carry it (then the request is spread by weight).
  * Compiled once per service; called once per request of a consistent-hash service only.
  */
-/** `headers`: node's `req.headers` shape (lower-cased names). */
-export type HashKeyReader = (headers: Readonly<Record<string, string | string[] | undefined>>, path: string, clientAddress: string) => string | null
+export interface HashKeyReader {
+  /** `headers`: node's `req.headers` shape (lower-cased names). */
+  (headers: Readonly<Record<string, string | string[] | undefined>>, path: string, clientAddress: string): string | null
+  /**
+   * For a `header:NAME` key, NAME lower-cased: a caller that holds the raw header pairs (the fast
+   * lane) reads it with `rawHeaderValue` rather than building a header map to read one value.
+   */
+  readonly headerName: string | null
+}
 
 export function hashKeyReader(key: HashKey): HashKeyReader {
-  switch (key.kind) {
-    case 'header': {
-      const name = key.name
-      return (headers) => {
-        const v = headers[name]
-        return v === undefined ? null : typeof v === 'string' ? v : (v[0] ?? null)
-      }
+  if (key.kind === 'header') {
+    const name = key.name
+    const read = (headers: Readonly<Record<string, string | string[] | undefined>>): string | null => {
+      const v = headers[name]
+      return v === undefined ? null : typeof v === 'string' ? v : (v[0] ?? null)
     }
+    return Object.assign(read, { headerName: name })
+  }
+  return Object.assign(otherReader(key), { headerName: null })
+}
+
+/**
+ * The value of header `lowerName` in raw `[name, value, ...]` pairs, as the fast lane's header map
+ * (lane.ts, `headerMap`) has it: null when absent, the values joined with `, ` when repeated (`; `
+ * for cookie). Names are compared without case and without allocating; a single value is returned
+ * as it is.
+ */
+export function rawHeaderValue(raw: readonly string[], lowerName: string): string | null {
+  let value: string | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    if (!sameName(raw[i]!, lowerName)) continue
+    value = value === null ? raw[i + 1]! : `${value}${lowerName === 'cookie' ? '; ' : ', '}${raw[i + 1]!}`
+  }
+  return value
+}
+
+/** `name` equals `lower` (lower-case) but for the case of ASCII letters. */
+function sameName(name: string, lower: string): boolean {
+  if (name.length !== lower.length) return false
+  for (let i = 0; i < lower.length; i++) {
+    let c = name.charCodeAt(i)
+    if (c >= 65 && c <= 90) c += 32
+    if (c !== lower.charCodeAt(i)) return false
+  }
+  return true
+}
+
+type Reader = (headers: Readonly<Record<string, string | string[] | undefined>>, path: string, clientAddress: string) => string | null
+
+function otherReader(key: Exclude<HashKey, { kind: 'header' }>): Reader {
+  switch (key.kind) {
     case 'cookie': {
       const name = key.name
       return (headers) => {

@@ -3,7 +3,8 @@ import { describe, it } from 'node:test'
 import type { IncomingHttpHeaders } from 'node:http'
 import { parseConfig } from '../../src/config/load.ts'
 import type { HashKey } from '../../src/config/types.ts'
-import { cookieValue, hashKeyReader, queryValue } from '../../src/proxy/hash-key.ts'
+import { cookieValue, hashKeyReader, queryValue, rawHeaderValue } from '../../src/proxy/hash-key.ts'
+import { headerMap } from '../../src/proxy/fast/lane.ts'
 
 /** The readers only look at `headers`; Node lower-cases header names and joins repeats. */
 function request(headers: IncomingHttpHeaders = {}): IncomingHttpHeaders {
@@ -172,5 +173,34 @@ describe('hashKeyReader', () => {
     const service = parseConfig(JSON.stringify(doc), { format: 'json', baseDir: '/tmp', env: {} }).services[0]
     assert.ok(service !== undefined)
     assert.deepEqual(service.hashKey, { kind: 'ip' })
+  })
+})
+
+describe('rawHeaderValue (the fast lane reads a header hash key from the raw pairs)', () => {
+  it('gives what the lane\'s header map gives, for names in any case, absent, repeated, or cookie', () => {
+    // A small generator (mulberry32) so a failure names its seed.
+    let seed = 12345
+    const random = (): number => {
+      seed = (seed + 0x6d2b79f5) | 0
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+    const names = ['x-user', 'X-User', 'X-USER', 'x-usex', 'x-use', 'cookie', 'Cookie', 'host', 'x-user-id']
+    for (let run = 0; run < 500; run++) {
+      const raw: string[] = []
+      const n = Math.floor(random() * 6)
+      for (let i = 0; i < n; i++) raw.push(names[Math.floor(random() * names.length)]!, random() < 0.1 ? '' : `v${i}`)
+      for (const wanted of ['x-user', 'cookie', 'host', 'absent']) {
+        assert.equal(rawHeaderValue(raw, wanted), headerMap(raw)[wanted] ?? null, `${JSON.stringify(raw)} ${wanted}`)
+      }
+    }
+  })
+
+  it('is offered only for header keys: hashKeyReader says which header', () => {
+    assert.equal(hashKeyReader(configuredHashKey('header:X-User')).headerName, 'x-user')
+    assert.equal(hashKeyReader(configuredHashKey('cookie:session')).headerName, null)
+    assert.equal(hashKeyReader(configuredHashKey('query:uid')).headerName, null)
+    assert.equal(hashKeyReader(configuredHashKey('ip')).headerName, null)
   })
 })

@@ -15,6 +15,7 @@ import type { ServiceRuntime } from '../service-runtime.ts'
 import type { AttemptRecord } from '../forwarder.ts'
 import { IDEMPOTENT_METHODS } from '../forwarder.ts'
 import { hashString } from '../../balancer/hash.ts'
+import { rawHeaderValue } from '../hash-key.ts'
 import type { RequestHead, ResponseHead } from './http1.ts'
 import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeRequestHead, writeResponseHead } from './http1.ts'
 import type { UpstreamConn, UpstreamUser } from './upstream.ts'
@@ -549,8 +550,9 @@ export class FastExchange implements UpstreamUser, PickContext {
       applyHeaderRewrite(headers, route.requestHeaders)
       this.#upstreamHead = Buffer.from(serialize(`${head.method} ${route.path} HTTP/1.1`, headers), 'latin1')
     }
-    if (service.hashKey !== null) {
-      const key = service.hashKey(headersOf(head), route.path, client.clientAddress)
+    const hashKey = service.hashKey
+    if (hashKey !== null) {
+      const key = hashKey.headerName !== null ? rawHeaderValue(head.headers, hashKey.headerName) : hashKey(headersOf(head), route.path, client.clientAddress)
       if (key !== null && key !== '') {
         this.hash = hashString(key)
         if (service.stickyCookie !== null) this.stickyToken = key
