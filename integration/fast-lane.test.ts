@@ -621,4 +621,31 @@ describe('the fast lane against upstreams that misbehave', () => {
       c.close()
     }
   })
+
+  it('closes the client connection after a response that came before the whole request body, so the rest is never read as a request', async () => {
+    // The upstream answers as soon as it has a head (a 401 or 413 before reading an upload is
+    // usual). The client's body then arrives after the response, and here it looks like a request:
+    // reading it as the connection's next one would forward a request the client never made.
+    const heads: string[] = []
+    const up = await rawUpstream((socket, head) => {
+      heads.push(head)
+      socket.write('HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno')
+    })
+    const sc = await startSidecar({ services: { early: { source: 'static', endpoints: [up.address] } } })
+    cleanup.push(() => up.close(), () => sc.stop())
+    const c = await RawClient.connect(portOf(sc.url))
+    try {
+      const inner = 'GET /never-sent HTTP/1.1\r\nHost: early\r\n\r\n'
+      c.send(`POST /upload HTTP/1.1\r\nHost: early\r\nContent-Length: ${inner.length + 5}\r\n\r\nhello`)
+      const [r] = await c.responses(1)
+      assert.equal(r!.status, 413)
+      assert.match(r!.head, /\r\nconnection: close$/m)
+      c.send(inner)
+      await waitFor('the client connection closed', () => c.closed)
+      assert.deepEqual(heads.map((h) => h.slice(0, h.indexOf('\r\n'))), ['POST /upload HTTP/1.1'])
+      assert.equal(parseResponses(c.text).length, 1)
+    } finally {
+      c.close()
+    }
+  })
 })

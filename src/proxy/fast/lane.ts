@@ -725,9 +725,16 @@ export class FastExchange implements UpstreamUser, PickContext {
     this.#status = head.status
     this.responded = true
     if (head.close) this.#reusable = false
-    if (this.bodyRemaining > 0) this.#reusable = false // answered before the whole request was sent
-    if (head.framing !== Framing.NONE) conn.arm(conn.pool.timeouts.idleMs) // between body chunks
     const client = this.#client
+    if (this.bodyRemaining > 0) {
+      // Answered before the whole request body came: neither connection can carry another request.
+      // The upstream's is closed after the response; so is the client's (`connection: close`, as
+      // Envoy does), or the rest of the body, arriving after the response, would be read as the
+      // connection's next request, a request the client never made.
+      this.#reusable = false
+      client.closeAfter = true
+    }
+    if (head.framing !== Framing.NONE) conn.arm(conn.pool.timeouts.idleMs) // between body chunks
     if (head.framing === Framing.CLOSE) client.closeAfter = true
     const route = this.#route!
     const service = route.service
