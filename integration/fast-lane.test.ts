@@ -648,4 +648,47 @@ describe('the fast lane against upstreams that misbehave', () => {
       c.close()
     }
   })
+
+  it("starts each request on a connection afresh, whatever the last one did (one exchange serves a connection's requests in turn)", async () => {
+    // lane.ts begins a connection's next request on the exchange of its last one. A sticky pin, a
+    // retry, an error answer must not carry over: a request after a pinned one is pinned anew, a
+    // request after a retried one may retry again, a request after a 502 is answered by an upstream.
+    const ups = [await startUpstream('s1'), await startUpstream('s2'), await startUpstream('s3')]
+    const dead = await closedPort()
+    const sc = await startSidecar({
+      services: {
+        st: { source: 'static', strategy: 'consistent-hash', hashKey: 'cookie:route', stickyCookie: { ttl: '1h' }, endpoints: ups.map((u) => u.address) },
+        mixed: { source: 'static', endpoints: [`127.0.0.1:${dead}`, ups[0]!.address], retry: { attempts: 1 } },
+        down: { source: 'static', endpoints: [`127.0.0.1:${dead}`], retry: { attempts: 0 } },
+      },
+    })
+    cleanup.push(...ups.map((u) => () => u.close()), () => sc.stop())
+    const c = await RawClient.connect(portOf(sc.url))
+    let answered = 0
+    const ask = async (host: string, extra = ''): Promise<{ status: number; head: string; body: string }> => {
+      c.send(`GET /${answered} HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`)
+      const rs = await c.responses(++answered)
+      return rs[answered - 1]!
+    }
+    try {
+      const first = await ask('st')
+      const token = /\r\nset-cookie: route=([0-9a-f]{8});/.exec(first.head)?.[1]
+      assert.ok(token !== undefined, first.head)
+      for (let i = 0; i < 12; i++) {
+        const pinned = await ask('st', `Cookie: route=${token}\r\n`)
+        assert.equal(pinned.status, 200)
+        assert.doesNotMatch(pinned.head, /set-cookie/i, 'a pinned client gets no new cookie')
+        const fresh = await ask('st')
+        assert.match(fresh.head, /\r\nset-cookie: route=[0-9a-f]{8};/, `request ${answered}: no cookie, so a new pin`)
+        // Round-robin over a refusing endpoint and a live one: every second request is retried.
+        for (let j = 0; j < 2; j++) assert.equal((await ask('mixed')).status, 200, `request ${answered}`)
+        const refused = await ask('down')
+        assert.ok(refused.status === 502 || refused.status === 503, refused.head) // 503 once the endpoint is ejected
+        assert.equal((await ask('nowhere')).status, 404)
+        assert.equal((await ask('mixed')).status, 200, `request ${answered}, after a ${refused.status}`)
+      }
+    } finally {
+      c.close()
+    }
+  })
 })
