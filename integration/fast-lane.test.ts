@@ -649,10 +649,11 @@ describe('the fast lane against upstreams that misbehave', () => {
     }
   })
 
-  it("starts each request on a connection afresh, whatever the last one did (one exchange serves a connection's requests in turn)", async () => {
-    // lane.ts begins a connection's next request on the exchange of its last one. A sticky pin, a
-    // retry, an error answer must not carry over: a request after a pinned one is pinned anew, a
-    // request after a retried one may retry again, a request after a 502 is answered by an upstream.
+  it('starts each request on a connection afresh, whatever the last one did', async () => {
+    // A sticky pin, a retry, an error answer must not carry over to the connection's next request:
+    // a request after a pinned one is pinned anew, a request after a retried one may retry again,
+    // a request after a 502 is answered by an upstream. (Per-request state lives in each request's
+    // FastExchange; this holds any attempt to keep state per connection, such as reusing the object.)
     const ups = [await startUpstream('s1'), await startUpstream('s2'), await startUpstream('s3')]
     const dead = await closedPort()
     const sc = await startSidecar({

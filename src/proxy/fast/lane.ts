@@ -16,8 +16,8 @@ import type { AttemptRecord } from '../forwarder.ts'
 import { IDEMPOTENT_METHODS } from '../forwarder.ts'
 import { hashString } from '../../balancer/hash.ts'
 import { rawHeaderValue } from '../hash-key.ts'
-import type { ResponseHead } from './http1.ts'
-import { CHUNKED_ERROR, RequestHead, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeRequestHead, writeResponseHead } from './http1.ts'
+import type { RequestHead, ResponseHead } from './http1.ts'
+import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeRequestHead, writeResponseHead } from './http1.ts'
 import type { UpstreamConn, UpstreamUser } from './upstream.ts'
 import { READ_BUFFER_BYTES, UpstreamPool } from './upstream.ts'
 import { DirectWriter } from './direct-write.ts'
@@ -52,8 +52,6 @@ const REQUEST_COALESCE_BYTES = 1024
 /** Response bodies up to this size are copied behind their head, so both leave in one write. */
 const COALESCE_BYTES = 16 * 1024
 const EMPTY = Buffer.alloc(0)
-/** An exchange's head between requests. */
-const NO_HEAD = new RequestHead('', 'GET', '/', 0, 0, '', false, null, '')
 /** Client bytes buffered beyond the request in progress (pipelining) before reading pauses. */
 const MAX_PENDING_BYTES = 64 * 1024
 
@@ -200,8 +198,6 @@ export class ClientConn {
   /** Bytes read and not yet used: part of a head, or pipelined requests. */
   #pending: Buffer | null = null
   exchange: FastExchange | null = null
-  /** The exchange of the last request, to begin the next one with (see FastExchange's constructor). */
-  #spare: FastExchange | null = null
   /** When the current head started arriving / the current request started / the connection went idle. */
   #headStartMs = 0
   requestStartMs = 0
@@ -342,10 +338,7 @@ export class ClientConn {
     this.requestStartMs = Date.now()
     if (head.close || owner.draining) this.closeAfter = true
     owner.requestStarted()
-    let ex = this.#spare
-    if (ex === null) ex = new FastExchange(this)
-    else this.#spare = null
-    ex.begin(head, route, used === pending.length ? pending : pending.subarray(0, used), headLength)
+    const ex = new FastExchange(this, head, route, used === pending.length ? pending : pending.subarray(0, used), headLength)
     this.exchange = ex
     ex.start()
   }
@@ -380,7 +373,7 @@ export class ClientConn {
   }
 
   /** The exchange is over: the response was written whole (or the connection is being cut). */
-  exchangeDone(done: FastExchange): void {
+  exchangeDone(): void {
     this.exchange = null
     this.lane.owner.requestEnded()
     if (this.state === GONE) return
@@ -396,11 +389,6 @@ export class ClientConn {
       this.socket.resume()
     }
     if (this.#pending !== null) this.#next()
-    // Kept for the next request only now: every path that ends a request calls this last, but
-    // `done`'s own frames are still below this call, so a pipelined request started just above
-    // must not begin it again under them.
-    done.end()
-    this.#spare = done
   }
 
   readonly #onDrain = (): void => {
@@ -489,14 +477,14 @@ function serialize(startLine: string, headers: readonly string[], extra = ''): s
  */
 export class FastExchange implements UpstreamUser, PickContext {
   readonly #client: ClientConn
-  #head: RequestHead = NO_HEAD
-  #route: FastRoute | null = null
+  readonly #head: RequestHead
+  readonly #route: FastRoute | null
   /** The request as received so far: its head and the body bytes that came with it. */
-  #raw: Buffer = EMPTY
-  #headLength = 0
-  #startMs = 0
+  readonly #raw: Buffer
+  readonly #headLength: number
+  readonly #startMs: number
   /** Request body bytes the client has yet to send. */
-  bodyRemaining = 0
+  bodyRemaining: number
   /** Body bytes after those in `#raw`, kept for a replay (null when it cannot be replayed). */
   #bodyChunks: Buffer[] | null = null
   /** Body bytes received while no attempt had sent the request yet. */
@@ -528,64 +516,14 @@ export class FastExchange implements UpstreamUser, PickContext {
   #upstreamPaused = false
   #clientPaused = false
 
-  /**
-   * An exchange serves its client connection's requests one after another (begin starts each):
-   * one object a connection, not one a request, which is a fifth of the bytes a request allocated
-   * (bench/alloc-profile.ts) and so of the scavenges that pause the event loop.
-   */
-  constructor(client: ClientConn) {
+  constructor(client: ClientConn, head: RequestHead, route: FastRoute | null, raw: Buffer, headLength: number) {
     this.#client = client
-  }
-
-  /** Starts the next request on this exchange: a new one, or one that `end` left. */
-  begin(head: RequestHead, route: FastRoute | null, raw: Buffer, headLength: number): void {
     this.#head = head
     this.#route = route
     this.#raw = raw
     this.#headLength = headLength
     this.#startMs = performance.now()
     this.bodyRemaining = head.contentLength - (raw.length - headLength)
-    this.#done = false
-  }
-
-  /**
-   * The request is over and its connection keeps this exchange for the next one (exchangeDone):
-   * every per-request field goes back to a new exchange's value, which lets go of the request's
-   * buffers and heads at once rather than at the connection's next request (an idle connection
-   * would hold them). Nothing else holds the exchange by now: each upstream connection's `user` is
-   * cleared when its attempt ends and the client's `exchange` when the request does. `#done` stays
-   * true until begin, so a late event would still be ignored.
-   */
-  end(): void {
-    this.#head = NO_HEAD
-    this.#route = null
-    this.#raw = EMPTY
-    this.#headLength = 0
-    this.#startMs = 0
-    this.bodyRemaining = 0
-    this.#bodyChunks = null
-    this.#unsent = null
-    this.#everSent = false
-    this.#upstreamHead = EMPTY
-    this.hash = -1
-    this.stickyToken = null
-    this.tried = null
-    this.#host = null
-    this.#conn = null
-    this.#attempt = 0
-    this.#sent = false
-    this.responded = false
-    this.#done = true
-    this.#status = 0
-    this.#lastError = null
-    this.#attempts = null
-    this.#respHead = null
-    this.#headBuf = null
-    this.#remaining = 0
-    this.#chunked = null
-    this.#reusable = true
-    this.#upstreamPaused = false
-    this.#clientPaused = false
   }
 
   start(): void {
@@ -1039,7 +977,7 @@ export class FastExchange implements UpstreamUser, PickContext {
     if (service !== null) service.metrics.request(status)
     this.#done = true
     this.#log(service, status)
-    this.#client.exchangeDone(this)
+    this.#client.exchangeDone()
   }
 
   #writeError(code: ErrorCode, service: string | null, extra: string): void {
@@ -1066,7 +1004,7 @@ export class FastExchange implements UpstreamUser, PickContext {
       this.#clientPaused = false
       this.#client.socket.resume()
     }
-    this.#client.exchangeDone(this)
+    this.#client.exchangeDone()
   }
 
   #log(service: ServiceRuntime | null, status: number): void {
