@@ -11,8 +11,15 @@ export function isHopByHop(lower: string, named: Set<string> | null): boolean {
   return HOP_BY_HOP.has(lower) || lower.startsWith('proxy-') || (named !== null && named.has(lower))
 }
 
-/** Connection may name extension headers as hop-by-hop, but never these (the Host header is kept). */
-const NEVER_CONNECTION_TOKENS = new Set(['close', 'keep-alive', 'upgrade', 'host'])
+/**
+ * Connection may name extension headers as hop-by-hop, but never these: the Host header is kept,
+ * and so is Content-Length, which frames the message the proxy forwards as it came. Dropping it on
+ * a client's `Connection: content-length` would send the body upstream without its length, to be
+ * read as further requests on a pooled connection (request smuggling; the same on a response
+ * would leave the client a body it cannot delimit). Transfer-Encoding is hop-by-hop anyway and the
+ * proxy writes the framing it forwards.
+ */
+const NEVER_CONNECTION_TOKENS = new Set(['close', 'keep-alive', 'upgrade', 'host', 'content-length'])
 
 /** Adds the header names one Connection header `value` lists to `tokens` (created when needed). */
 export function addConnectionTokens(value: string, tokens: Set<string> | null): Set<string> | null {

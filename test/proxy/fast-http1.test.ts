@@ -536,11 +536,25 @@ describe('parseResponseHead', () => {
     ]
     for (const [line, bodiless] of cases) {
       for (const extra of [[], ['Content-Length: 10'], ['Transfer-Encoding: chunked']]) {
-        const h = parseResponseHead(head(line, ...extra), bodiless)
+        const h = parseResponseHead(head(line, ...extra, 'Connection: keep-alive'), bodiless)
         assert.equal(h?.framing, Framing.NONE, `${line} ${extra.join()} bodiless=${bodiless}`)
-        assert.equal(h.close, false, `${line} ${extra.join()}`)
+        // A 204 or 304 that declares a body may send one anyway: its connection is not reused.
+        const declares = /^HTTP\/1\.1 (204|304)/.test(line) && extra.length > 0
+        assert.equal(h.close, declares, `${line} ${extra.join()}`)
       }
     }
+  })
+
+  it('reuses the connection after a response to HEAD only when it says keep-alive, as undici does', () => {
+    // Bytes an upstream wrongly sends after it would be read as the next request's response.
+    for (const extra of [[], ['Content-Length: 60'], ['Transfer-Encoding: chunked']]) {
+      assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', ...extra), true)?.close, true, extra.join())
+      assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', ...extra, 'Connection: keep-alive'), true)?.close, false, extra.join())
+      assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', ...extra, 'Connection: Keep-Alive, x-a'), true)?.close, false, extra.join())
+      assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', ...extra, 'Connection: keep-alive, close'), true)?.close, true, extra.join())
+    }
+    // Not a response to HEAD: a length is a body to read, and the connection goes on.
+    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Length: 60'), false)?.close, false)
   })
 
   it('closes after an HTTP/1.0 response unless it says keep-alive', () => {
@@ -552,6 +566,13 @@ describe('parseResponseHead', () => {
     assert.equal(parseResponseHead(head('HTTP/1.0 200 OK', 'Connection: Keep-Alive', 'Content-Length: 3'), false)?.close, false)
     // Keep-alive cannot help a body delimited by the close.
     assert.equal(parseResponseHead(head('HTTP/1.0 200 OK', 'Connection: keep-alive'), false)?.close, true)
+  })
+
+  it('keeps the Content-Length line when Connection names it: the client must be able to delimit the body', () => {
+    const text = head('HTTP/1.1 200 OK', 'Connection: content-length', 'Content-Length: 5')
+    const h = parseResponseHead(text, false)!
+    assert.equal(h.framing, Framing.LENGTH)
+    assert.deepEqual(responseHeaders(h), ['Content-Length', '5'])
   })
 
   it('closes after Connection: close, also in HTTP/1.1', () => {
@@ -669,7 +690,7 @@ describe('writeRequestHead', () => {
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
     const names = ['Accept', 'User-Agent', 'Cookie', 'cookie', 'X-Trace', 'x-foo', 'Connection', 'connection', 'CONNECTION', 'Keep-Alive', 'TE', 'te', 'Trailer', 'Proxy-Authorization', 'proxy-x', 'Proxy-Connection', 'Proxy', 'Proxy-', 'X-Forwarded-For', 'x-forwarded-for', 'X-Forwarded-Proto', 'X-FORWARDED-HOST', 'X-Forwarded', 'Content-Type', 'Te-X', 'Hosts', 'X-Forwarded-Fort']
     const values: Record<string, readonly string[]> = {
-      connection: ['keep-alive', 'Keep-Alive', 'close', 'CLOSE', 'X-Trace', 'x-foo, Accept', 'keep-alive, TE', 'host, Cookie', 'X-Forwarded-For', 'close, x-forwarded-proto'],
+      connection: ['keep-alive', 'Keep-Alive', 'close', 'CLOSE', 'X-Trace', 'x-foo, Accept', 'keep-alive, TE', 'host, Cookie', 'X-Forwarded-For', 'close, x-forwarded-proto', 'content-length', 'Content-Length, x-foo'],
       'proxy-connection': ['keep-alive', 'close'],
       'x-forwarded-for': ['10.0.0.1', '10.0.0.1, 10.0.0.2', ''],
     }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { clientIp, downstreamResponseHeaders, upstreamRequestHeaders } from '../../src/proxy/headers.ts'
+import { addConnectionTokens, clientIp, downstreamResponseHeaders, upstreamRequestHeaders } from '../../src/proxy/headers.ts'
 
 /** `[name, value, name, value]` → `[[name, value], ...]`, for readable comparisons. */
 function pairs(raw: readonly string[]): Array<[string, string]> {
@@ -33,6 +33,13 @@ describe('upstreamRequestHeaders', () => {
       ['x-forwarded-proto', 'http'],
       ['x-forwarded-host', 'api.internal'],
     ])
+  })
+
+  it('keeps Host and Content-Length when Connection names them (dropping a framing line smuggles the body)', () => {
+    const raw = ['Host', 'api', 'Connection', 'content-length, Host, x-a', 'Content-Length', '5', 'x-a', '1']
+    const { headers } = upstreamRequestHeaders(raw, '10.1.1.1', 'http', null)
+    assert.deepEqual(pairs(headers).slice(0, 2), [['Content-Length', '5'], ['host', 'api']])
+    assert.equal(addConnectionTokens('Content-Length, host, X-A', null)?.has('content-length'), false)
   })
 
   it('reads the names of several Connection headers', () => {

@@ -381,6 +381,7 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   let chunked = false
   let transferEncoding = false
   let close = minor === 48
+  let keepAliveSaid = false
   let keepAliveMs = -1
   const end = text.length - 2
   let pos = lineEnd + 2
@@ -406,6 +407,7 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
         if (nameIs(text, pos, 'connection')) {
           drop = true
           if (ve - vs === 10 && nameIs(text, vs, 'keep-alive')) {
+            keepAliveSaid = true
             if (minor === 48) close = false
           } else if (ve - vs === 5 && nameIs(text, vs, 'close')) {
             close = true
@@ -413,7 +415,10 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
             const value = text.slice(vs, ve)
             const tokens = value.toLowerCase()
             if (tokens.includes('close')) close = true
-            else if (minor === 48 && tokens.includes('keep-alive')) close = false
+            else if (tokens.includes('keep-alive')) {
+              keepAliveSaid = true
+              if (minor === 48) close = false
+            }
             named = addConnectionTokens(value, named)
           }
         } else if (nameIs(text, pos, 'keep-alive')) {
@@ -457,6 +462,12 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   else if (contentLength > 0) framing = Framing.LENGTH
   else framing = Framing.CLOSE
   if (framing === Framing.CLOSE) close = true
+  // No body, yet one may follow from an upstream that sends it anyway, to be read as the next
+  // request's response on this connection (another client's, once pooled): so, as undici does, the
+  // connection is not reused after a 204 or 304 that declares a body, nor after the response to a
+  // HEAD unless it says Connection: keep-alive.
+  if ((status === 204 || status === 304) && (contentLength > 0 || transferEncoding)) close = true
+  if (bodiless && !keepAliveSaid) close = true
   return { status, text, lineEnd, dropped, framing, contentLength: contentLength === -1 ? 0 : contentLength, close, keepAliveMs }
 }
 
