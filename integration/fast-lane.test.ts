@@ -227,6 +227,42 @@ describe('the fast lane on the wire', () => {
     }
   })
 
+  it('keeps Content-Length when Connection names it, so a body never reaches the upstream as requests of its own', async () => {
+    // `Connection: content-length` asks a proxy to drop the line that frames the body it forwards:
+    // the upstream would then read the body as requests on a pooled connection, answered to
+    // whoever sends next (request smuggling). The line is kept, as Host is.
+    const inner = 'GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n'
+    const c = await RawClient.connect(port)
+    try {
+      c.send(`POST /public HTTP/1.1\r\nHost: api\r\nConnection: content-length\r\nContent-Length: ${inner.length}\r\n\r\n${inner}`)
+      const [r] = await c.responses(1)
+      assert.deepEqual(JSON.parse(r!.body), { method: 'POST', url: '/public', te: null, bodyLength: inner.length, sha: sha256(Buffer.from(inner)) })
+      // Another client's request on the pooled upstream connection gets its own answer.
+      const res = await request(`http://127.0.0.1:${port}/next`, { dispatcher: agent, headers: { host: 'api' } })
+      assert.equal((JSON.parse(await res.body.text()) as { url: string }).url, '/next')
+    } finally {
+      c.close()
+    }
+  })
+
+  it('answers thousands of pipelined requests it answers itself, one after another, without nesting a call per request', async () => {
+    // Each 404 no_route is answered at once; the next pipelined request used to start under the
+    // call that answered the last, so 1,700 of them in one write overflowed the stack and ended the
+    // process. They start one per turn of the event loop now.
+    const n = 3000
+    const c = await RawClient.connect(port)
+    try {
+      c.send('GET /x HTTP/1.1\r\nHost: nowhere\r\n\r\n'.repeat(n))
+      const rs = await c.responses(n, 20_000)
+      assert.equal(rs.filter((r) => r.status === 404).length, n)
+      const res = await request(`http://127.0.0.1:${port}/after`, { dispatcher: agent, headers: { host: 'api' } })
+      assert.equal(res.statusCode, 200)
+      await res.body.dump()
+    } finally {
+      c.close()
+    }
+  })
+
   it('streams a request body that arrives in pieces after its head', async () => {
     const c = await RawClient.connect(port)
     try {

@@ -205,6 +205,8 @@ export class ClientConn {
   /** Close once the current response is written (client asked, draining, or the framing needs it). */
   closeAfter = false
   #paused = false
+  /** A pipelined request's start is queued (exchangeDone). */
+  #nextQueued = false
   /** forwardedTail's last answer, and the Host it was for (a connection's requests mostly share one). */
   #tail: Buffer | null = null
   #tailHost = ''
@@ -388,7 +390,21 @@ export class ClientConn {
       this.#paused = false
       this.socket.resume()
     }
-    if (this.#pending !== null) this.#next()
+    // A pipelined request starts on the loop's next turn, never under this call: a run of requests
+    // the lane answers itself (404 no_route, 429) would otherwise nest a call deeper each, to a
+    // stack overflow that ends the process; and one started inside the upstream read that ended
+    // the last request could take that connection back before the upstream's FIN behind the
+    // response was read (libuv reads it just after this read's callback returns).
+    if (this.#pending !== null && !this.#nextQueued) {
+      this.#nextQueued = true
+      setImmediate(this.#nextLater)
+    }
+  }
+
+  readonly #nextLater = (): void => {
+    this.#nextQueued = false
+    // A read since may have started it already (then the state is no longer IDLE).
+    if (this.state === IDLE && this.#pending !== null) this.#next()
   }
 
   readonly #onDrain = (): void => {
