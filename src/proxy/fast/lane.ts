@@ -392,9 +392,9 @@ export class ClientConn {
     }
     // A pipelined request starts on the loop's next turn, never under this call: a run of requests
     // the lane answers itself (404 no_route, 429) would otherwise nest a call deeper each, to a
-    // stack overflow that ends the process; and one started inside the upstream read that ended
-    // the last request could take that connection back before the upstream's FIN behind the
-    // response was read (libuv reads it just after this read's callback returns).
+    // stack overflow that ends the process. (It does not keep the request off an upstream
+    // connection whose FIN came behind the response just read: libuv reads that FIN in the next
+    // poll phase, after the immediates; an idempotent request is retried after such a reset.)
     if (this.#pending !== null && !this.#nextQueued) {
       this.#nextQueued = true
       setImmediate(this.#nextLater)
