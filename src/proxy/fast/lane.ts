@@ -585,10 +585,7 @@ export class FastExchange implements UpstreamUser, PickContext {
 
   #isIdempotent(service: ServiceRuntime): boolean {
     if (IDEMPOTENT_METHODS.has(this.#head.method)) return true
-    const name = service.config.retry.idempotencyKeyHeader
-    const headers = this.#head.headers
-    for (let i = 0; i < headers.length; i += 2) if (headers[i]!.length === name.length && headers[i]!.toLowerCase() === name) return true
-    return false
+    return rawHeaderValue(this.#head.headers, service.config.retry.idempotencyKeyHeader) !== null
   }
 
   #dispatch(): void {
