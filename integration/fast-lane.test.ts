@@ -624,6 +624,34 @@ describe('the fast lane against upstreams that misbehave', () => {
     assert.ok(up.connections >= 50, `each request had a fresh upstream connection (${up.connections})`)
   })
 
+  it('sends a pipelined POST on a live upstream connection, not on the one whose FIN came behind the last response', async () => {
+    // The upstream closes after each response without saying so, its FIN right behind the bytes.
+    // A POST pipelined behind a GET must not go out on that connection: it would be reset, and a
+    // POST is never retried, so the client would get a 502 for a request no upstream refused.
+    // The upstream shares this process's loop, so the order is fixed: `end()` writes the bytes at
+    // once and sends the FIN at the start of the loop's next turn, before the poll in which the
+    // sidecar reads the response; the FIN is then in the socket behind the bytes, as when a remote
+    // upstream's FIN comes with its last segment. Started in the same turn, the POST got 502 20 of 20.
+    const heads: string[] = []
+    const up = await rawUpstream((socket, head) => {
+      heads.push(head.slice(0, head.indexOf('\r\n')))
+      socket.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok')
+    })
+    const sc = await startSidecar({ services: { closing: { source: 'static', endpoints: [up.address], retry: { attempts: 2 } } } })
+    cleanup.push(() => up.close(), () => sc.stop())
+    for (let i = 0; i < 20; i++) {
+      const c = await RawClient.connect(portOf(sc.url))
+      try {
+        c.send(`GET /${i} HTTP/1.1\r\nHost: closing\r\n\r\nPOST /${i} HTTP/1.1\r\nHost: closing\r\nContent-Length: 2\r\n\r\nhi`)
+        const rs = await c.responses(2)
+        assert.deepEqual(rs.map((r) => `${r.status} ${r.body}`), ['200 ok', '200 ok'], `round ${i}: ${rs[1]!.head}`)
+      } finally {
+        c.close()
+      }
+    }
+    assert.equal(heads.filter((h) => h.startsWith('POST')).length, 20, 'each POST reached the upstream once')
+  })
+
   it('answers 502 upstream_reset to a malformed response, without retrying a POST', async () => {
     const up = await rawUpstream((socket) => socket.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\nok'))
     const sc = await startSidecar({ services: { bad: { source: 'static', endpoints: [up.address], retry: { attempts: 2 } } } })

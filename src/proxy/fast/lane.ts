@@ -205,8 +205,8 @@ export class ClientConn {
   /** Close once the current response is written (client asked, draining, or the framing needs it). */
   closeAfter = false
   #paused = false
-  /** A pipelined request's start is queued (exchangeDone). */
-  #nextQueued = false
+  /** Turns of the loop left before a pipelined request starts (0: none queued); see exchangeDone. */
+  #nextTurns = 0
   /** forwardedTail's last answer, and the Host it was for (a connection's requests mostly share one). */
   #tail: Buffer | null = null
   #tailHost = ''
@@ -390,19 +390,24 @@ export class ClientConn {
       this.#paused = false
       this.socket.resume()
     }
-    // A pipelined request starts on the loop's next turn, never under this call: a run of requests
-    // the lane answers itself (404 no_route, 429) would otherwise nest a call deeper each, to a
-    // stack overflow that ends the process. (It does not keep the request off an upstream
-    // connection whose FIN came behind the response just read: libuv reads that FIN in the next
-    // poll phase, after the immediates; an idempotent request is retried after such a reset.)
-    if (this.#pending !== null && !this.#nextQueued) {
-      this.#nextQueued = true
+    // A pipelined request starts two turns of the loop later, never under this call: a run of
+    // requests the lane answers itself (404 no_route, 429) would otherwise nest a call deeper each,
+    // to a stack overflow that ends the process. Two turns, not one, because an upstream that closes
+    // after a response without saying so has its FIN right behind the bytes just read, and libuv
+    // reads that FIN in the next poll phase, after this turn's immediates: started at once, a
+    // pipelined POST would take the dying connection from the pool, be reset, and (not idempotent)
+    // get a 502. After the next poll the connection has left the pool. Only pipelined bytes wait.
+    if (this.#pending !== null && this.#nextTurns === 0) {
+      this.#nextTurns = 2
       setImmediate(this.#nextLater)
     }
   }
 
   readonly #nextLater = (): void => {
-    this.#nextQueued = false
+    if (--this.#nextTurns > 0) {
+      setImmediate(this.#nextLater) // runs in the next turn's check phase, after its poll
+      return
+    }
     // A read since may have started it already (then the state is no longer IDLE).
     if (this.state === IDLE && this.#pending !== null) this.#next()
   }
