@@ -92,6 +92,15 @@ describe('parseRequestHead', () => {
     assert.equal(parseRequestHead(head('GET / HTTP/1.1', 'Host: a', 'Connection: close'))?.close, true)
     assert.equal(parseRequestHead(head('GET / HTTP/1.1', 'Host: a', 'connection: Keep-Alive, CLOSE'))?.close, true)
     assert.equal(parseRequestHead(head('GET / HTTP/1.1', 'Host: a', 'Connection: keep-alive'))?.close, false)
+    // As node reads it: a token, not a substring.
+    assert.equal(parseRequestHead(head('GET / HTTP/1.1', 'Host: a', 'Connection: x-close-y'))?.close, false)
+    assert.equal(parseRequestHead(head('GET / HTTP/1.1', 'Host: a', 'Proxy-Connection: x-close-y'))?.close, false)
+  })
+
+  it('hands a head of more than 1,000 field lines to node, whose server answers 431', () => {
+    const lines = (n: number): string[] => ['Host: a', ...Array.from({ length: n - 1 }, (_, i) => `x-${i}: v`)]
+    assert.ok(parseRequestHead(head('GET / HTTP/1.1', ...lines(1000))) !== null)
+    assert.equal(parseRequestHead(head('GET / HTTP/1.1', ...lines(1001))), null)
   })
 
   it('trims spaces and tabs around values, keeping those inside', () => {
@@ -519,6 +528,35 @@ describe('parseResponseHead', () => {
     assert.equal(h.close, true)
   })
 
+  it('reads the codings of every Transfer-Encoding line, trimmed of spaces and tabs only', () => {
+    const cases: Array<[string[], Framing, string]> = [
+      [['Transfer-Encoding: chunked'], Framing.CHUNKED, 'chunked'],
+      [['Transfer-Encoding: gzip', 'Transfer-Encoding: chunked'], Framing.CHUNKED, 'gzip, chunked'],
+      // An empty line after the chunked one adds no coding (llhttp reads it so too).
+      [['Transfer-Encoding: chunked', 'Transfer-Encoding:'], Framing.CHUNKED, 'chunked'],
+      [['Transfer-Encoding: chunked', 'Transfer-Encoding: gzip'], Framing.CLOSE, 'chunked, gzip'],
+      [['Transfer-Encoding: \tGzip ,  chunked\t'], Framing.CHUNKED, 'gzip, chunked'],
+      // 0xA0 (latin1 NBSP) is not whitespace in HTTP: `\xa0chunked` is another coding, so the body
+      // runs to the close and the connection is never pooled with the rest of it unread.
+      [['Transfer-Encoding: \xa0chunked'], Framing.CLOSE, '\xa0chunked'],
+      [['Transfer-Encoding: gzip,\xa0chunked'], Framing.CLOSE, 'gzip, \xa0chunked'],
+      [['Transfer-Encoding: chunked\xa0'], Framing.CLOSE, 'chunked\xa0'],
+    ]
+    for (const [lines, framing, codings] of cases) {
+      const h = parseResponseHead(head('HTTP/1.1 200 OK', ...lines), false)
+      assert.equal(h?.framing, framing, lines.join(' | '))
+      assert.equal(h.transferCodings, codings, lines.join(' | '))
+      assert.equal(h.close, framing === Framing.CLOSE, lines.join(' | '))
+    }
+    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Length: 3'), false)?.transferCodings, '')
+    assert.equal(parseResponseHead(head('HTTP/1.1 204 No Content', 'Transfer-Encoding: chunked'), false)?.transferCodings, '')
+  })
+
+  it('tells the client the codings as the upstream gave them, for the body goes on as it came', () => {
+    const h = parseResponseHead(head('HTTP/1.1 200 OK', 'Transfer-Encoding: gzip, chunked', 'Content-Type: text/plain'), false)!
+    assert.equal(written(h, `transfer-encoding: ${h.transferCodings}\r\n`), head('HTTP/1.1 200 OK', 'Content-Type: text/plain', 'transfer-encoding: gzip, chunked'))
+  })
+
   it('delimits a body by the close when there is neither Content-Length nor Transfer-Encoding', () => {
     const h = parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Type: text/html'), false)
     assert.equal(h?.framing, Framing.CLOSE)
@@ -573,6 +611,17 @@ describe('parseResponseHead', () => {
     const h = parseResponseHead(text, false)!
     assert.equal(h.framing, Framing.LENGTH)
     assert.deepEqual(responseHeaders(h), ['Content-Length', '5'])
+  })
+
+  it('reads keep-alive and close in Connection as whole tokens only', () => {
+    // `no-keep-alive` is not keep-alive: read as one, the connection would be pooled after a HEAD
+    // or an HTTP/1.0 response, and bytes the upstream sends after would answer another request.
+    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Connection: no-keep-alive', 'Content-Length: 60'), true)?.close, true)
+    assert.equal(parseResponseHead(head('HTTP/1.0 200 OK', 'Connection: no-keep-alive', 'Content-Length: 3'), false)?.close, true)
+    assert.equal(parseResponseHead(head('HTTP/1.0 200 OK', 'Connection: x-a, keep-alive', 'Content-Length: 3'), false)?.close, false)
+    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Connection: x-close-y', 'Content-Length: 3'), false)?.close, false)
+    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Proxy-Connection: x-close-y', 'Content-Length: 3'), false)?.close, false)
+    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Proxy-Connection: Close', 'Content-Length: 3'), false)?.close, true)
   })
 
   it('closes after Connection: close, also in HTTP/1.1', () => {
@@ -816,6 +865,14 @@ describe('ChunkedScanner', () => {
     }
   })
 
+  it('takes a size with leading zeros, however many, as llhttp does', () => {
+    for (const size of ['0000000000003', '0'.repeat(40) + '3', '000000000000000000']) {
+      const body = size.endsWith('3') ? `${size}\r\nabc\r\n0\r\n\r\n` : `${size}\r\n\r\n`
+      const buf = Buffer.from(`${body}next`, 'latin1')
+      assert.equal(new ChunkedScanner().scan(buf, 0, buf.length), body.length, size)
+    }
+  })
+
   it('returns -1 for every strict prefix of a body', () => {
     const rng = new Rng(7)
     for (let run = 0; run < 200; run++) {
@@ -831,7 +888,7 @@ describe('ChunkedScanner', () => {
     ['an empty size', '\r\nabc\r\n0\r\n\r\n'],
     ['a size after whitespace', ' 3\r\nabc\r\n0\r\n\r\n'],
     ['a signed size', '+3\r\nabc\r\n0\r\n\r\n'],
-    ['a 13-digit size', '0000000000003\r\nabc\r\n0\r\n\r\n'],
+    ['a size over 12 hex digits', '1000000000000\r\nabc\r\n0\r\n\r\n'],
     ['data longer than its size (no CRLF after it)', '3\r\nabcd\r\n0\r\n\r\n'],
     ['data followed by LF only', '3\r\nabc\n0\r\n\r\n'],
     ['data followed by CR only', '3\r\nabc\r0\r\n\r\n'],

@@ -102,6 +102,36 @@ function plainDigits(text: string, vs: number, ve: number): number {
   return n
 }
 
+/**
+ * Whether the comma-separated list `list` (a Connection value) holds `token` (lower case) as a whole
+ * element, in any case: `no-keep-alive` is not `keep-alive`. Only space and tab are trimmed (OWS);
+ * JavaScript's \s would take a latin1 0xA0 for space as well. Read only for unusual values.
+ */
+export function hasToken(list: string, token: string): boolean {
+  for (const element of splitList(list)) if (element === token) return true
+  return false
+}
+
+/** The elements of a comma-separated field value, lower-cased, trimmed of spaces and tabs, empty ones left out. */
+export function splitList(list: string): string[] {
+  const out: string[] = []
+  let start = 0
+  while (start <= list.length) {
+    let end = list.indexOf(',', start)
+    if (end === -1) end = list.length
+    let s = start
+    let e = end
+    while (s < e && (list.charCodeAt(s) === 32 || list.charCodeAt(s) === 9)) s++
+    while (e > s && (list.charCodeAt(e - 1) === 32 || list.charCodeAt(e - 1) === 9)) e--
+    if (e > s) out.push(list.slice(s, e).toLowerCase())
+    start = end + 1
+  }
+  return out
+}
+
+/** node's server refuses a head of more field lines than this (431) unless maxHeadersCount says otherwise; the lane hands such a head to node. */
+export const MAX_FIELD_LINES = 1000
+
 /** The field lines of `text` after the start line (which ends at `lineEnd`) as `[name, value, ...]`. */
 function fieldList(text: string, lineEnd: number): string[] {
   const headers: string[] = []
@@ -191,9 +221,10 @@ export function parseRequestHead(text: string): RequestHead | null {
   let named: Set<string> | null = null
   const end = text.length - 2
   let pos = lineEnd + 2
+  let lines = 0
   while (pos < end) {
     const next = scanField(text, pos, end)
-    if (next === -1) return null
+    if (next === -1 || ++lines > MAX_FIELD_LINES) return null
     const vs = at.vs
     const ve = at.ve
     let drop = false
@@ -226,9 +257,9 @@ export function parseRequestHead(text: string): RequestHead | null {
             break
           }
           const value = text.slice(vs, ve)
-          const tokens = value.toLowerCase()
-          if (tokens.includes('upgrade')) return null
-          if (tokens.includes('close')) close = true
+          // Anything that mentions upgrade is node's (it handles upgrades); close only as a token.
+          if (value.toLowerCase().includes('upgrade')) return null
+          if (hasToken(value, 'close')) close = true
           named = addConnectionTokens(value, named)
         } else drop = nameIs(text, pos, 'keep-alive')
         break
@@ -256,9 +287,9 @@ export function parseRequestHead(text: string): RequestHead | null {
     if (!drop && at.colon - pos >= 6 && nameIs(text, pos, 'proxy-')) {
       drop = true
       if (at.colon - pos === 16 && nameIs(text, pos, 'proxy-connection')) {
-        const tokens = text.slice(vs, ve).toLowerCase()
-        if (tokens.includes('upgrade')) return null
-        if (tokens.includes('close')) close = true
+        const value = text.slice(vs, ve)
+        if (value.toLowerCase().includes('upgrade')) return null
+        if (hasToken(value, 'close')) close = true
       }
     }
     if (drop) dropped = withDropped(dropped, pos, next)
@@ -351,6 +382,11 @@ export interface ResponseHead {
   readonly framing: Framing
   /** Body bytes for Framing.LENGTH. */
   readonly contentLength: number
+  /**
+   * The transfer-codings of a body that comes with them (Framing.CHUNKED, or CLOSE when chunked is
+   * not the last), as the client is to be told them: `chunked` as a rule; '' when there are none.
+   */
+  readonly transferCodings: string
   /** The upstream will close, or must be closed, after this response. */
   readonly close: boolean
   /** The upstream's `Keep-Alive: timeout=N` in ms, or -1 when it gave none. */
@@ -378,8 +414,7 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   const status = d0 * 100 + d1 * 10 + d2
   let dropped: number[] | null = null
   let contentLength = -1
-  let chunked = false
-  let transferEncoding = false
+  let codings: string | null = null
   let close = minor === 48
   let keepAliveSaid = false
   let keepAliveMs = -1
@@ -412,10 +447,11 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
           } else if (ve - vs === 5 && nameIs(text, vs, 'close')) {
             close = true
           } else {
+            // Whole tokens only: a `no-keep-alive` read as keep-alive would pool a connection the
+            // upstream means to close, and its next bytes would answer another client's request.
             const value = text.slice(vs, ve)
-            const tokens = value.toLowerCase()
-            if (tokens.includes('close')) close = true
-            else if (tokens.includes('keep-alive')) {
+            if (hasToken(value, 'close')) close = true
+            else if (hasToken(value, 'keep-alive')) {
               keepAliveSaid = true
               if (minor === 48) close = false
             }
@@ -437,16 +473,15 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
         break
       case 17:
         if (nameIs(text, pos, 'transfer-encoding')) {
-          transferEncoding = true
-          // Chunked must be the last coding; anything else is delimited by the connection's close.
-          chunked = /(?:^|,)\s*chunked\s*$/i.test(text.slice(vs, ve))
+          // Every line counts, as for llhttp: the codings are read from all of them, joined, below.
+          codings = codings === null ? text.slice(vs, ve) : `${codings},${text.slice(vs, ve)}`
           drop = true
         }
         break
     }
     if (!drop && n >= 6 && nameIs(text, pos, 'proxy-')) {
       drop = true
-      if (n === 16 && nameIs(text, pos, 'proxy-connection') && text.slice(vs, ve).toLowerCase().includes('close')) close = true
+      if (n === 16 && nameIs(text, pos, 'proxy-connection') && hasToken(text.slice(vs, ve), 'close')) close = true
     }
     if (drop) dropped = withDropped(dropped, pos, next)
     pos = next
@@ -454,7 +489,24 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   // Names a Connection header listed are hop-by-hop too (rare: a second pass only then).
   if (named !== null) dropped = dropNamed(text, lineEnd + 2, end, named, dropped)
   // Both Content-Length and Transfer-Encoding: ambiguous framing, refused like llhttp does.
+  const transferEncoding = codings !== null
   if (transferEncoding && contentLength !== -1) return null
+  // Chunked must be the last coding (elements trimmed of spaces and tabs only: a 0xA0 beside
+  // `chunked` makes another coding, as llhttp reads it); anything else is delimited by the
+  // connection's close. The codings go on to the client as they are, for the body goes as it is:
+  // `gzip, chunked` stays that, or the client would take gzip bytes for the content.
+  let forwardCodings = ''
+  let chunked = false
+  if (codings !== null) {
+    if (codings === 'chunked') {
+      forwardCodings = codings
+      chunked = true
+    } else {
+      const list = splitList(codings)
+      chunked = list.length > 0 && list[list.length - 1] === 'chunked'
+      forwardCodings = list.join(', ')
+    }
+  }
   let framing: Framing
   if (bodiless || status < 200 || status === 204 || status === 304) framing = Framing.NONE
   else if (transferEncoding) framing = chunked ? Framing.CHUNKED : Framing.CLOSE
@@ -468,7 +520,8 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
   // HEAD unless it says Connection: keep-alive.
   if ((status === 204 || status === 304) && (contentLength > 0 || transferEncoding)) close = true
   if (bodiless && !keepAliveSaid) close = true
-  return { status, text, lineEnd, dropped, framing, contentLength: contentLength === -1 ? 0 : contentLength, close, keepAliveMs }
+  const transferCodings = framing === Framing.NONE ? '' : forwardCodings
+  return { status, text, lineEnd, dropped, framing, contentLength: contentLength === -1 ? 0 : contentLength, transferCodings, close, keepAliveMs }
 }
 
 /** `dropped` with the lines of [from, end) whose names `named` lists added, in order. */
@@ -542,6 +595,8 @@ const END_LF = 9
 
 /** Returned by ChunkedScanner.scan for a malformed body. */
 export const CHUNKED_ERROR = -2
+/** The largest chunk size taken: 12 hex digits' worth, far below 2^53 so the count stays exact. */
+const MAX_CHUNK_SIZE = 0xffffffffffff
 
 /**
  * Finds where a chunked body ends without decoding it: the lane forwards the bytes as they are
@@ -584,8 +639,10 @@ export class ChunkedScanner {
           const c = buf[i]!
           const v = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1
           if (v !== -1) {
-            if (++this.#digits > 12) return CHUNKED_ERROR
+            // The size, not its digits, is bounded: leading zeros are as llhttp reads them.
+            this.#digits++
             this.#size = this.#size * 16 + v
+            if (this.#size > MAX_CHUNK_SIZE) return CHUNKED_ERROR
           } else {
             if (this.#digits === 0) return CHUNKED_ERROR
             this.#state = SIZE_AFTER

@@ -761,7 +761,8 @@ export class FastExchange implements UpstreamUser, PickContext {
     // Field lines the lane adds; the upstream's own ones (less the hop-by-hop) pass as received.
     let extra = ''
     if (sticky !== null && host.stickyToken !== this.stickyToken) extra += `set-cookie: ${sticky.name}=${host.stickyToken}; ${sticky.attributes}\r\n`
-    if (head.framing === Framing.CHUNKED) extra += 'transfer-encoding: chunked\r\n'
+    // The codings as the upstream gave them (`chunked` as a rule; `gzip, chunked` stays that): the body goes on as it came.
+    if (head.transferCodings !== '') extra += head.transferCodings === 'chunked' ? 'transfer-encoding: chunked\r\n' : `transfer-encoding: ${head.transferCodings}\r\n`
     if (client.closeAfter || client.lane.owner.draining) {
       client.closeAfter = true
       extra += 'connection: close\r\n'
