@@ -197,6 +197,10 @@ export class ClientConn {
   state: number = IDLE
   /** Bytes read and not yet used: part of a head, or pipelined requests. */
   #pending: Buffer | null = null
+  /** How many of `#pending`'s bytes were searched for a head's end without finding one (#next). */
+  #headScanned = 0
+  /** The buffer a head read in pieces is gathered in (#grow); null once the head is found. */
+  #room: Buffer | null = null
   exchange: FastExchange | null = null
   /** When the current head started arriving / the current request started / the connection went idle. */
   #headStartMs = 0
@@ -306,8 +310,30 @@ export class ClientConn {
       return
     }
     if (this.state === GONE) return
-    this.#pending = this.#pending === null ? chunk : Buffer.concat([this.#pending, chunk])
+    this.#pending = this.#pending === null ? chunk : this.#grow(this.#pending, chunk)
     this.#next()
+  }
+
+  /**
+   * `pending` (a head not yet whole) then `chunk`: in the room behind `pending` when it is the start
+   * of a buffer of ours with room left, else in a new one twice the size. A head that comes a few
+   * bytes a read is then copied about twice in all, not once per read.
+   */
+  #grow(pending: Buffer, chunk: Buffer): Buffer {
+    const length = pending.length + chunk.length
+    const room = this.#room
+    // Only `pending` views this buffer's bytes up to its length, and nothing views those after it:
+    // what the lane hands on (a request's raw head) is cut from a `pending`, and the room is dropped
+    // as soon as a head is found.
+    if (room !== null && pending.buffer === room.buffer && pending.byteOffset === room.byteOffset && length <= room.length) {
+      chunk.copy(room, pending.length)
+      return room.subarray(0, length)
+    }
+    const grown = Buffer.allocUnsafe(Math.max(2 * length, 4096))
+    pending.copy(grown, 0)
+    chunk.copy(grown, pending.length)
+    this.#room = grown
+    return grown.subarray(0, length)
   }
 
   /** Starts the next request from the buffered bytes, if a whole head is there. */
@@ -315,10 +341,15 @@ export class ClientConn {
     const pending = this.#pending
     if (pending === null) return
     const maxHead = this.lane.owner.limits.maxHeaderSizeBytes
-    const end = pending.indexOf(HEAD_END)
+    // Only the bytes not searched yet (and the three before them, for an end split across reads):
+    // a head that comes a few bytes a read must cost what it would in one, not a search per read.
+    const scanned = this.#headScanned
+    const end = pending.indexOf(HEAD_END, scanned > 3 ? scanned - 3 : 0)
     if (end === -1) {
-      // Too long, or lines ended by a bare LF (which would never give a CRLFCRLF): node's to refuse.
-      if (pending.length > maxHead || hasBareLf(pending)) return this.#handoff()
+      // Too long, or bytes node refuses at once (a bare LF, which would never give a CRLFCRLF, a
+      // bare CR, a control byte): node's to answer, now rather than at the headers timeout.
+      if (pending.length > maxHead || hasRefusedByte(pending, scanned)) return this.#handoff()
+      this.#headScanned = pending.length
       if (this.state === IDLE) {
         this.state = HEAD
         this.#headStartMs = Date.now()
@@ -336,6 +367,8 @@ export class ClientConn {
     const bodyInBuffer = Math.min(head.contentLength, pending.length - headLength)
     const used = headLength + bodyInBuffer
     this.#pending = used === pending.length ? null : pending.subarray(used)
+    this.#headScanned = 0
+    this.#room = null
     this.state = BUSY
     this.requestStartMs = Date.now()
     if (head.close || owner.draining) this.closeAfter = true
@@ -348,6 +381,7 @@ export class ClientConn {
   #handoff(): void {
     const pending = this.#pending
     this.#pending = null
+    this.#room = null
     this.state = GONE
     this.lane.forget(this)
     const socket = this.socket
@@ -366,6 +400,8 @@ export class ClientConn {
     this.exchange = null
     this.lane.owner.requestEnded()
     this.#pending = this.#pending === null ? raw : Buffer.concat([raw, this.#pending])
+    this.#headScanned = 0
+    this.#room = null
     this.#handoff()
   }
 
@@ -441,12 +477,21 @@ function forwardedLines(forwardedFor: string, host: string): Buffer {
   return Buffer.from(`x-forwarded-for: ${forwardedFor}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${host}\r\n\r\n`, 'latin1')
 }
 
-/** A LF not preceded by CR anywhere in `buf`. */
-function hasBareLf(buf: Buffer): boolean {
-  let i = buf.indexOf(10)
-  while (i !== -1) {
-    if (i === 0 || buf[i - 1] !== 13) return true
-    i = buf.indexOf(10, i + 1)
+/**
+ * A byte of an unfinished head, from `from` on, that node's parser refuses wherever it stands: a LF
+ * not after a CR, a CR not before a LF (a CR that is the last byte yet is judged when the next read
+ * comes: `from` then starts one before it), a control byte other than tab, or DEL. The byte before
+ * `from` is still read. Only heads that take more than one read come here.
+ */
+function hasRefusedByte(buf: Buffer, from: number): boolean {
+  const start = from > 0 && buf[from - 1] === 13 ? from - 1 : from
+  for (let i = start; i < buf.length; i++) {
+    const c = buf[i]!
+    if (c >= 32 && c !== 127) continue
+    if (c === 9) continue
+    if (c === 10 && i > 0 && buf[i - 1] === 13) continue
+    if (c === 13 && (i + 1 === buf.length || buf[i + 1] === 10)) continue
+    return true
   }
   return false
 }
