@@ -257,7 +257,8 @@ describe('the fast lane on the wire', () => {
     }
     // A bare LF, a bare CR or a NUL in a late piece sends the unfinished head to node, which
     // answers 400 at once (the lane would otherwise wait for the rest and answer 408 at the timeout).
-    for (const [late, next] of [['\n', 'X-B: b\r\n'], ['\r', 'X-B: b\r\n'], ['\x00', '\r\n']]) {
+    const refused: Array<[string, string]> = [['\n', 'X-B: b\r\n'], ['\r', 'X-B: b\r\n'], ['\x00', '\r\n']]
+    for (const [late, next] of refused) {
       const bad = await RawClient.connect(port)
       try {
         bad.socket.setNoDelay(true)
