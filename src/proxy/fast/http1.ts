@@ -107,13 +107,13 @@ function plainDigits(text: string, vs: number, ve: number): number {
  * element, in any case: `no-keep-alive` is not `keep-alive`. Only space and tab are trimmed (OWS);
  * JavaScript's \s would take a latin1 0xA0 for space as well. Read only for unusual values.
  */
-export function hasToken(list: string, token: string): boolean {
+function hasToken(list: string, token: string): boolean {
   for (const element of splitList(list)) if (element === token) return true
   return false
 }
 
 /** The elements of a comma-separated field value, lower-cased, trimmed of spaces and tabs, empty ones left out. */
-export function splitList(list: string): string[] {
+function splitList(list: string): string[] {
   const out: string[] = []
   let start = 0
   while (start <= list.length) {
@@ -130,7 +130,7 @@ export function splitList(list: string): string[] {
 }
 
 /** node's server refuses a head of more field lines than this (431) unless maxHeadersCount says otherwise; the lane hands such a head to node. */
-export const MAX_FIELD_LINES = 1000
+const MAX_FIELD_LINES = 1000
 
 /** The field lines of `text` after the start line (which ends at `lineEnd`) as `[name, value, ...]`. */
 function fieldList(text: string, lineEnd: number): string[] {
