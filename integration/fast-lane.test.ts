@@ -802,4 +802,38 @@ describe('the fast lane against upstreams that misbehave', () => {
       c.close()
     }
   })
+
+  it('routes on a repeated header as node reads it: first line for User-Agent, joined for others, an array for Set-Cookie', async () => {
+    // node's req.headers keeps the first of repeated User-Agent (and Authorization, Content-Type...)
+    // lines, gathers Set-Cookie in an array and joins the rest; a route matches that value, so a
+    // request is routed the same whichever path reads its head.
+    const ups = [await startUpstream('canary'), await startUpstream('tenant'), await startUpstream('stable')]
+    const sc = await startSidecar({
+      services: {
+        canary: { source: 'static', endpoints: [ups[0]!.address], routes: [{ host: 'app', headers: { 'user-agent': 'canary' } }, { host: 'app', headers: { 'set-cookie': 'b' } }] },
+        tenant: { source: 'static', endpoints: [ups[1]!.address], routes: [{ host: 'app', headers: { 'x-tenant': 'a, b' } }] },
+        stable: { source: 'static', endpoints: [ups[2]!.address], routes: [{ host: 'app' }] },
+      },
+    })
+    cleanup.push(...ups.map((u) => () => u.close()), () => sc.stop())
+    const c = await RawClient.connect(portOf(sc.url))
+    const table: ReadonlyArray<[lines: string, expected: string]> = [
+      ['User-Agent: canary\r\nUser-Agent: other\r\n', 'canary'],
+      ['User-Agent: other\r\nuser-agent: canary\r\n', 'stable'],
+      ['X-Tenant: a\r\nx-tenant: b\r\n', 'tenant'],
+      ['X-Tenant: a, b\r\n', 'tenant'],
+      ['Set-Cookie: a\r\nSet-Cookie: b\r\n', 'canary'],
+      ['', 'stable'],
+    ]
+    try {
+      for (const [i, [lines, expected]] of table.entries()) {
+        c.send(`GET /${i} HTTP/1.1\r\nHost: app\r\n${lines}\r\n`)
+        const res = (await c.responses(i + 1))[i]!
+        assert.equal(res.status, 200, res.head)
+        assert.equal((JSON.parse(res.body) as { upstream: string }).upstream, expected, JSON.stringify(lines))
+      }
+    } finally {
+      c.close()
+    }
+  })
 })

@@ -30,6 +30,44 @@ export function addConnectionTokens(value: string, tokens: Set<string> | null): 
   return tokens
 }
 
+/**
+ * Names whose repeated lines node's IncomingMessage drops, keeping the first (its `matchKnownFields`,
+ * checked against node 24): a request with two User-Agent lines has the first one in `req.headers`.
+ * The fast lane's header map and `rawHeaderValue` follow the same rule, so a route or a hash key reads
+ * the same value on either path.
+ */
+export const FIRST_LINE_ONLY: ReadonlySet<string> = new Set([
+  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since',
+  'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after',
+  'server', 'user-agent',
+])
+
+/** node's `req.headers` shape. */
+export type RequestHeaderMap = Record<string, string | string[]>
+
+/**
+ * node's `req.headers` from raw pairs, for the fast lane's routes that match on headers and its hash
+ * keys: lower-cased names; repeated lines kept first-only (FIRST_LINE_ONLY), gathered in an array
+ * (`set-cookie`), joined with `; ` (`cookie`) or with `, ` (the rest). The map has no prototype and
+ * skips `__proto__`, which node's map ignores too, so no name reaches Object.prototype.
+ */
+export function headerMap(raw: readonly string[]): RequestHeaderMap {
+  const map: RequestHeaderMap = Object.create(null) as RequestHeaderMap
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase()
+    const value = raw[i + 1]!
+    const had = map[name]
+    if (had === undefined) {
+      if (name !== '__proto__') map[name] = name === 'set-cookie' ? [value] : value
+    } else if (typeof had !== 'string') {
+      had.push(value)
+    } else if (!FIRST_LINE_ONLY.has(name)) {
+      map[name] = `${had}${name === 'cookie' ? '; ' : ', '}${value}`
+    }
+  }
+  return map
+}
+
 /** Names listed in Connection headers: they are hop-by-hop too. Null when there are none (the usual case). */
 function connectionTokens(raw: readonly string[]): Set<string> | null {
   let tokens: Set<string> | null = null

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import http from 'node:http'
 import type { IncomingHttpHeaders } from 'node:http'
+import net from 'node:net'
 import { parseConfig } from '../../src/config/load.ts'
 import type { HashKey } from '../../src/config/types.ts'
 import { cookieValue, hashKeyReader, queryValue, rawHeaderValue } from '../../src/proxy/hash-key.ts'
-import { headerMap } from '../../src/proxy/fast/lane.ts'
+import { headerMap } from '../../src/proxy/headers.ts'
 
 /** The readers only look at `headers`; Node lower-cases header names and joins repeats. */
 function request(headers: IncomingHttpHeaders = {}): IncomingHttpHeaders {
@@ -176,8 +178,15 @@ describe('hashKeyReader', () => {
   })
 })
 
-describe('rawHeaderValue (the fast lane reads a header hash key from the raw pairs)', () => {
-  it('gives what the lane\'s header map gives, for names in any case, absent, repeated, or cookie', () => {
+describe('rawHeaderValue and headerMap (the fast lane reads routes\' headers and hash keys from the raw pairs)', () => {
+  /** node's own `req.headers` for raw pairs: the oracle both must agree with. */
+  const nodeHeaders = (raw: string[]): IncomingHttpHeaders => {
+    const message = new http.IncomingMessage(new net.Socket())
+    ;(message as unknown as { _addHeaderLines(raw: string[], n: number): void })._addHeaderLines(raw, raw.length)
+    return message.headers
+  }
+
+  it('give what node\'s req.headers gives, for names in any case, absent, repeated, first-only, cookie or set-cookie', () => {
     // A seeded generator (mulberry32): the same 500 header lists every run, and a failure names its list.
     let seed = 12345
     const random = (): number => {
@@ -186,13 +195,20 @@ describe('rawHeaderValue (the fast lane reads a header hash key from the raw pai
       t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
       return ((t ^ (t >>> 14)) >>> 0) / 4294967296
     }
-    const names = ['x-user', 'X-User', 'X-USER', 'x-usex', 'x-use', 'cookie', 'Cookie', 'host', 'x-user-id']
+    const names = ['x-user', 'X-User', 'X-USER', 'x-usex', 'x-use', 'cookie', 'Cookie', 'host', 'x-user-id', 'User-Agent', 'authorization', 'Set-Cookie', 'content-type', 'constructor', '__proto__']
+    const wantedNames = ['x-user', 'cookie', 'host', 'user-agent', 'authorization', 'set-cookie', 'content-type', 'constructor', '__proto__', 'absent']
     for (let run = 0; run < 500; run++) {
       const raw: string[] = []
       const n = Math.floor(random() * 6)
       for (let i = 0; i < n; i++) raw.push(names[Math.floor(random() * names.length)]!, random() < 0.1 ? '' : `v${i}`)
-      for (const wanted of ['x-user', 'cookie', 'host', 'absent']) {
-        assert.equal(rawHeaderValue(raw, wanted), headerMap(raw)[wanted] ?? null, `${JSON.stringify(raw)} ${wanted}`)
+      const node = nodeHeaders(raw)
+      const map = headerMap(raw)
+      for (const wanted of wantedNames) {
+        const expected = Object.hasOwn(node, wanted) ? node[wanted] : undefined
+        assert.deepEqual(map[wanted], expected, `headerMap ${JSON.stringify(raw)} ${wanted}`)
+        if (wanted === '__proto__') continue // node's map answers Object.prototype for it: no header key reads that name
+        const read = hashKeyReader(configuredHashKey(`header:${wanted}`))
+        assert.equal(rawHeaderValue(raw, wanted), read(node, '/', '127.0.0.1'), `rawHeaderValue ${JSON.stringify(raw)} ${wanted}`)
       }
     }
   })

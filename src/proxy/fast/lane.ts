@@ -8,7 +8,8 @@ import { statusClass } from '../../observability/metrics.ts'
 import type { LimitsConfig } from '../../config/types.ts'
 import type { ErrorCode } from '../errors.ts'
 import { ERROR_STATUS, errorBody, REASON } from '../errors.ts'
-import { upstreamRequestHeaders } from '../headers.ts'
+import type { RequestHeaderMap } from '../headers.ts'
+import { headerMap, upstreamRequestHeaders } from '../headers.ts'
 import type { CompiledHeaderRewrite } from '../header-rewrite.ts'
 import { applyHeaderRewrite } from '../header-rewrite.ts'
 import type { ServiceRuntime } from '../service-runtime.ts'
@@ -502,30 +503,18 @@ function fastEligible(service: ServiceRuntime): boolean {
 }
 
 let mappedHead: RequestHead | null = null
-let mappedHeaders: Record<string, string> = {}
+let mappedHeaders: RequestHeaderMap = {}
 
 /**
  * `head`'s header map (see headerMap), built at most once per request: routing and the hash key
  * both read it, synchronously, for the same head, so remembering the last one is enough.
  */
-export function headersOf(head: RequestHead): Record<string, string> {
+export function headersOf(head: RequestHead): RequestHeaderMap {
   if (mappedHead !== head) {
     mappedHeaders = headerMap(head.headers)
     mappedHead = head
   }
   return mappedHeaders
-}
-
-/** node's `req.headers`, for routes that match on headers and hash keys: lower-cased names, duplicates joined. */
-export function headerMap(raw: readonly string[]): Record<string, string> {
-  const map: Record<string, string> = {}
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase()
-    const value = raw[i + 1]!
-    const had = map[name]
-    map[name] = had === undefined ? value : `${had}${name === 'cookie' ? '; ' : ', '}${value}`
-  }
-  return map
 }
 
 /** A message head: the start line, `name: value` lines, `extra` (whole lines) and the blank line. */
