@@ -714,6 +714,40 @@ describe('the fast lane against upstreams that misbehave', () => {
     }
   })
 
+  it('answers 502 at once to a response head with bytes llhttp refuses or a bad first chunk, and skips empty lines before a status line', async () => {
+    // A head with bare-LF line ends never shows a CRLFCRLF: waiting for one would answer 504 at the
+    // request timeout (a minute here; the test's wait is 10 s). llhttp refuses it at once, and
+    // skips CR and LF bytes before a status line (here in a read of their own). A chunk size that
+    // is not hex, in the head's read, comes before the head is written: a 502, not a cut.
+    const answers: Record<string, (socket: net.Socket) => void> = {
+      '/bare-lf': (socket) => socket.write('HTTP/1.1 200 OK\nContent-Length: 2\n\nok'),
+      '/control': (socket) => socket.write('HTTP/1.1 200 OK\r\nX-A: a\u0001b\r\n'),
+      '/chunk-size': (socket) => socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n'),
+      '/leading': (socket) => {
+        socket.write('\r\n')
+        setTimeout(() => socket.write('\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'), 20)
+      },
+    }
+    const up = await rawUpstream((socket, req) => answers[req.slice(4, req.indexOf(' ', 4))]!(socket))
+    const sc = await startSidecar({
+      services: { odd: { source: 'static', endpoints: [up.address], retry: { attempts: 0 } } },
+      limits: { requestTimeout: '60s' },
+    })
+    cleanup.push(() => up.close(), () => sc.stop())
+    for (const [path, status] of [['/bare-lf', 502], ['/control', 502], ['/chunk-size', 502], ['/leading', 200]] as const) {
+      const c = await RawClient.connect(portOf(sc.url))
+      try {
+        c.send(`GET ${path} HTTP/1.1\r\nHost: odd\r\n\r\n`)
+        const [r] = await c.responses(1, 10_000)
+        assert.equal(r!.status, status, `${path}: ${r!.head}`)
+        if (status === 502) assert.match(r!.head, /x-outrigger-error: upstream_reset/)
+        else assert.equal(r!.body, 'ok')
+      } finally {
+        c.close()
+      }
+    }
+  })
+
   it('moves a request off an endpoint that refuses connections, whatever the method', async () => {
     const good = await startUpstream('good')
     const dead = await closedPort()

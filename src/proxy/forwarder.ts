@@ -83,8 +83,17 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   #controller: Dispatcher.DispatchController | null = null
   /** True once undici started writing the current attempt's request. */
   #sent = false
-  /** True once response headers went to the client. */
+  /** True once response headers went to the client (or to the tap). */
   #responded = false
+  /**
+   * The response head, held until its first body byte or its end: node's ServerResponse sends a head
+   * only then anyway, so holding it costs nothing on the wire, and a response whose body breaks in
+   * its first bytes (a chunk size that is not hex) still gets a 502 rather than a cut, as on the
+   * fast lane. Null once written, or when the tap took the response.
+   */
+  #heldStatus = 0
+  #heldMessage: string | undefined = undefined
+  #heldHeaders: string[] | null = null
   #clientGone = false
   #done = false
   #attempt = 0
@@ -200,12 +209,24 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
       headers.push('set-cookie', `${sticky.name}=${this.#host.stickyToken}; ${sticky.attributes}`)
     }
     this.#responded = true
-    if (this.#options.tap !== null && (this.#tapAnswered = this.#options.tap.onResponseStart(statusCode, headers, res)) !== 0) return
-    res.writeHead(statusCode, statusMessage, headers)
+    if (this.#options.tap !== null) {
+      if ((this.#tapAnswered = this.#options.tap.onResponseStart(statusCode, headers, res)) !== 0) return
+      res.writeHead(statusCode, statusMessage, headers)
+      return
+    }
+    this.#heldStatus = statusCode
+    this.#heldMessage = statusMessage
+    this.#heldHeaders = headers
+  }
+
+  #writeHeldHead(): void {
+    this.#res.writeHead(this.#heldStatus, this.#heldMessage, this.#heldHeaders!)
+    this.#heldHeaders = null
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#tapAnswered !== 0) return
+    if (this.#heldHeaders !== null) this.#writeHeldHead()
     this.#options.tap?.onResponseData(chunk)
     if (!this.#res.write(chunk)) {
       controller.pause()
@@ -214,6 +235,7 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   }
 
   onResponseEnd(): void {
+    if (this.#heldHeaders !== null) this.#writeHeldHead()
     if (this.#tapAnswered === 0) {
       this.#res.end()
       this.#options.tap?.onResponseEnd()
@@ -229,6 +251,13 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
       this.#endAttempt('aborted')
       this.#finish(499)
       return
+    }
+    if (this.#heldHeaders !== null) {
+      // The body broke before its first byte: nothing reached the client, so this is an upstream
+      // that reset before responding (a 502, or a retry of an idempotent request).
+      this.#heldHeaders = null
+      this.#responded = false
+      this.#status = 0
     }
     if (this.#responded) {
       // Bytes already reached the client: the only honest signal left is a cut response.

@@ -635,6 +635,11 @@ describe('parseResponseHead', () => {
     assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Keep-Alive: max=100', 'Content-Length: 0'), false)?.keepAliveMs, -1)
   })
 
+  it('does not reuse a connection whose Keep-Alive says timeout=0, as undici does not', () => {
+    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Keep-Alive: timeout=0', 'Content-Length: 0'), false)?.close, true)
+    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Keep-Alive: timeout=1', 'Content-Length: 0'), false)?.close, false)
+  })
+
   it('refuses even repeated equal Content-Lengths, as node\'s client does', () => {
     assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Length: 7', 'content-length: 7'), false), null)
   })

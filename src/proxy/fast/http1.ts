@@ -461,6 +461,8 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
           drop = true
           const m = /timeout\s*=\s*(\d+)/i.exec(text.slice(vs, ve))
           if (m !== null) keepAliveMs = Number(m[1]) * 1000
+          // `timeout=0`: the upstream keeps no idle connection; undici does not reuse one either.
+          if (keepAliveMs === 0) close = true
         }
         break
       case 14:

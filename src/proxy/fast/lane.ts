@@ -349,7 +349,7 @@ export class ClientConn {
     if (end === -1) {
       // Too long, or bytes node refuses at once (a bare LF, which would never give a CRLFCRLF, a
       // bare CR, a control byte): node's to answer, now rather than at the headers timeout.
-      if (pending.length > maxHead || hasRefusedByte(pending, scanned)) return this.#handoff()
+      if (pending.length > maxHead || hasRefusedByte(pending, scanned, pending.length)) return this.#handoff()
       this.#headScanned = pending.length
       if (this.state === IDLE) {
         this.state = HEAD
@@ -481,17 +481,19 @@ function forwardedLines(forwardedFor: string, host: string): Buffer {
 /**
  * A byte of an unfinished head, from `from` on, that node's parser refuses wherever it stands: a LF
  * not after a CR, a CR not before a LF (a CR that is the last byte yet is judged when the next read
- * comes: `from` then starts one before it), a control byte other than tab, or DEL. The byte before
- * `from` is still read. Only heads that take more than one read come here.
+ * comes: `from` then starts one before it), a control byte other than tab, or DEL; up to `end`.
+ * The byte before `from` is still read. Only heads that take more than one read, or that are
+ * malformed, come here. llhttp refuses the same bytes in a response head, so the upstream side asks
+ * this too.
  */
-function hasRefusedByte(buf: Buffer, from: number): boolean {
+function hasRefusedByte(buf: Buffer, from: number, end: number): boolean {
   const start = from > 0 && buf[from - 1] === 13 ? from - 1 : from
-  for (let i = start; i < buf.length; i++) {
+  for (let i = start; i < end; i++) {
     const c = buf[i]!
     if (c >= 32 && c !== 127) continue
     if (c === 9) continue
     if (c === 10 && i > 0 && buf[i - 1] === 13) continue
-    if (c === 13 && (i + 1 === buf.length || buf[i + 1] === 10)) continue
+    if (c === 13 && (i + 1 === end || buf[i + 1] === 10)) continue
     return true
   }
   return false
@@ -737,18 +739,27 @@ export class FastExchange implements UpstreamUser, PickContext {
     if (this.#respHead === null) {
       let buf = chunk
       let bufEnd = length
+      // Bytes of this head already checked for refused ones (those held from earlier reads).
+      let checked = 0
       if (this.#headBuf !== null) {
+        checked = this.#headBuf.length
         buf = Buffer.concat([this.#headBuf, chunk.subarray(0, length)])
         bufEnd = buf.length
       }
       for (;;) {
+        // Empty lines before a status line are skipped, as llhttp does (none are held: a held head
+        // has begun).
+        if (start >= checked) while (start < bufEnd && (buf[start] === 13 || buf[start] === 10)) start++
         // `buf` may run past its bytes (the read buffer, stale beyond `bufEnd`): a match must end inside.
         let end = buf.indexOf(HEAD_END, start)
         if (end + 4 > bufEnd) end = -1
         if (end === -1) {
-          if (bufEnd - start > MAX_RESPONSE_HEAD_BYTES) return this.#upstreamFailed('reset')
+          // Too long, or bytes llhttp refuses (a bare LF, which would never give a CRLFCRLF, a bare
+          // CR, a control byte): a malformed response now, as the slow path has it, not a 504 later.
+          if (bufEnd - start > MAX_RESPONSE_HEAD_BYTES || hasRefusedByte(buf, Math.max(start, checked), bufEnd)) return this.#upstreamFailed('reset')
           // `chunk` is the connection's read buffer: what is kept must be a copy.
-          this.#headBuf = buf === chunk ? Buffer.from(chunk.subarray(start, bufEnd)) : buf.subarray(start)
+          if (start < bufEnd) this.#headBuf = buf === chunk ? Buffer.from(chunk.subarray(start, bufEnd)) : buf.subarray(start)
+          else this.#headBuf = null
           return
         }
         if (end - start > MAX_RESPONSE_HEAD_BYTES) return this.#upstreamFailed('reset')
@@ -775,6 +786,7 @@ export class FastExchange implements UpstreamUser, PickContext {
   #startResponse(head: ResponseHead, buf: Buffer, bodyStart: number, bufEnd: number): void {
     const conn = this.#conn!
     this.#status = head.status
+    const respondedBefore = this.responded // true only after a 1xx passed to the client
     this.responded = true
     if (head.close) this.#reusable = false
     const client = this.#client
@@ -820,7 +832,13 @@ export class FastExchange implements UpstreamUser, PickContext {
       case Framing.CHUNKED: {
         const scanner = (this.#chunked = new ChunkedScanner())
         const at = scanner.scan(buf, bodyStart, bufEnd)
-        if (at === CHUNKED_ERROR) return this.#cut('reset')
+        if (at === CHUNKED_ERROR) {
+          // Malformed framing in the body's first bytes: the head is not written yet, so the client
+          // gets a 502, as for a malformed head (a 1xx already passed leaves only the cut).
+          this.responded = respondedBefore
+          this.#reusable = false
+          return this.#upstreamFailed('reset')
+        }
         if (at !== -1) {
           bodyEnd = at
           complete = true
