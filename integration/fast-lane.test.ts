@@ -714,12 +714,38 @@ describe('the fast lane against upstreams that misbehave', () => {
     }
   })
 
+  /** Two raw upstreams that answer by path from `answers`, counting the requests each path got. */
+  async function pathUpstreams(answers: Record<string, (socket: net.Socket) => void>): Promise<{ addresses: string[]; seen: Map<string, number> }> {
+    const seen = new Map<string, number>()
+    const respond = (socket: net.Socket, req: string): void => {
+      const path = req.slice(req.indexOf(' ') + 1, req.indexOf(' ', req.indexOf(' ') + 1))
+      seen.set(path, (seen.get(path) ?? 0) + 1)
+      answers[path]!(socket)
+    }
+    const ups = [await rawUpstream(respond), await rawUpstream(respond)]
+    cleanup.push(...ups.map((u) => () => u.close()))
+    return { addresses: ups.map((u) => u.address), seen }
+  }
+
+  /** One request on a connection of its own; its response, within 10 s. */
+  async function askOnce(port: number, host: string, path: string): Promise<{ status: number; head: string; body: string }> {
+    const c = await RawClient.connect(port)
+    try {
+      c.send(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n\r\n`)
+      const [r] = await c.responses(1, 10_000)
+      return r!
+    } finally {
+      c.close()
+    }
+  }
+
   it('answers 502 at once to a response head with bytes llhttp refuses or a bad first chunk, and skips empty lines before a status line', async () => {
     // A head with bare-LF line ends never shows a CRLFCRLF: waiting for one would answer 504 at the
     // request timeout (a minute here; the test's wait is 10 s). llhttp refuses it at once, and
-    // skips CR and LF bytes before a status line (here in a read of their own). A chunk size that
-    // is not hex, in the head's read, comes before the head is written: a 502, not a cut.
-    const answers: Record<string, (socket: net.Socket) => void> = {
+    // skips CR and LF bytes before a status line, in a read of their own or not. A chunk size that
+    // is not hex, in the head's read, comes before the head is written: a 502, not a cut, and not
+    // a retry (the response had begun); a malformed head is retried, as a reset before any response.
+    const { addresses, seen } = await pathUpstreams({
       '/bare-lf': (socket) => socket.write('HTTP/1.1 200 OK\nContent-Length: 2\n\nok'),
       '/control': (socket) => socket.write('HTTP/1.1 200 OK\r\nX-A: a\u0001b\r\n'),
       '/chunk-size': (socket) => socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n'),
@@ -727,25 +753,90 @@ describe('the fast lane against upstreams that misbehave', () => {
         socket.write('\r\n')
         setTimeout(() => socket.write('\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'), 20)
       },
-    }
-    const up = await rawUpstream((socket, req) => answers[req.slice(4, req.indexOf(' ', 4))]!(socket))
+      '/cr-then-head': (socket) => {
+        socket.write('\n\rHTTP/1.1 200 OK\r\n')
+        setTimeout(() => socket.write('Content-Length: 2\r\n\r\nok'), 20)
+      },
+    })
     const sc = await startSidecar({
-      services: { odd: { source: 'static', endpoints: [up.address], retry: { attempts: 0 } } },
+      services: { odd: { source: 'static', endpoints: addresses, retry: { attempts: 1 } } },
       limits: { requestTimeout: '60s' },
     })
-    cleanup.push(() => up.close(), () => sc.stop())
-    for (const [path, status] of [['/bare-lf', 502], ['/control', 502], ['/chunk-size', 502], ['/leading', 200]] as const) {
-      const c = await RawClient.connect(portOf(sc.url))
-      try {
-        c.send(`GET ${path} HTTP/1.1\r\nHost: odd\r\n\r\n`)
-        const [r] = await c.responses(1, 10_000)
-        assert.equal(r!.status, status, `${path}: ${r!.head}`)
-        if (status === 502) assert.match(r!.head, /x-outrigger-error: upstream_reset/)
-        else assert.equal(r!.body, 'ok')
-      } finally {
-        c.close()
-      }
+    cleanup.push(() => sc.stop())
+    const table: ReadonlyArray<[path: string, status: number, upstreamRequests: number]> = [
+      ['/bare-lf', 502, 2],
+      ['/control', 502, 2],
+      ['/chunk-size', 502, 1],
+      ['/leading', 200, 1],
+      ['/cr-then-head', 200, 1],
+    ]
+    for (const [path, status, upstreamRequests] of table) {
+      const r = await askOnce(portOf(sc.url), 'odd', path)
+      assert.equal(r.status, status, `${path}: ${r.head}`)
+      if (status === 502) assert.match(r.head, /x-outrigger-error: upstream_reset/)
+      else assert.equal(r.body, 'ok')
+      assert.equal(seen.get(path), upstreamRequests, `${path}: requests the upstreams got`)
     }
+  })
+
+  it('times the wait for a response head from the request: a head that trickles in, or empty lines without end, get 504', async () => {
+    // Each read restarts an inactivity timeout; the wait for the head must not restart with reads
+    // that do not finish it, or an upstream writing a byte a second holds the request for ever.
+    const timers = new Set<NodeJS.Timeout>()
+    const trickle = (socket: net.Socket, first: string, each: string): void => {
+      socket.write(first)
+      const timer = setInterval(() => (socket.destroyed ? clearInterval(timer) : socket.write(each)), 150)
+      timers.add(timer)
+      socket.on('close', () => clearInterval(timer))
+    }
+    const { addresses } = await pathUpstreams({
+      '/crlf': (socket) => trickle(socket, '\r\n', '\r\n'),
+      '/fields': (socket) => trickle(socket, 'HTTP/1.1 200 OK\r\n', 'X-A: b\r\n'),
+    })
+    const sc = await startSidecar({
+      services: { slow: { source: 'static', endpoints: [addresses[0]!], retry: { attempts: 0 }, timeouts: { request: '1s' } } },
+    })
+    cleanup.push(
+      () => sc.stop(),
+      () => {
+        for (const t of timers) clearInterval(t)
+        return Promise.resolve()
+      },
+    )
+    for (const path of ['/crlf', '/fields']) {
+      const r = await askOnce(portOf(sc.url), 'slow', path)
+      assert.equal(r.status, 504, `${path}: ${r.head}`)
+      assert.match(r.head, /x-outrigger-error: upstream_timeout/)
+    }
+  })
+
+  it('on the node:http path (a circuit breaker), forwards a reason phrase node cannot write with its status\'s own, and answers a bad first chunk with 502', async () => {
+    // undici reads reasons node's writeHead refuses (a control byte, UTF-8): the response must
+    // still come, and the request must end (its breaker slot freed, so the next one is let in).
+    const { addresses, seen } = await pathUpstreams({
+      '/control-reason': (socket) => socket.write('HTTP/1.1 200 O\u0001K\r\nContent-Length: 2\r\n\r\nok'),
+      '/utf8-reason': (socket) => socket.write(Buffer.concat([Buffer.from('HTTP/1.1 404 '), Buffer.from('Не найдено'), Buffer.from('\r\nContent-Length: 2\r\n\r\nno')])),
+      '/chunk-size': (socket) => socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n'),
+      '/fine': (socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'),
+    })
+    const sc = await startSidecar({
+      services: { guarded: { source: 'static', endpoints: addresses, retry: { attempts: 1 }, circuitBreaker: { maxRequests: 1, maxPending: 0 } } },
+    })
+    cleanup.push(() => sc.stop())
+    const table: ReadonlyArray<[path: string, status: number, head: RegExp, body: string]> = [
+      ['/control-reason', 200, /^HTTP\/1\.1 200 OK\r\n/, 'ok'],
+      ['/fine', 200, /^HTTP\/1\.1 200 OK\r\n/, 'ok'],
+      ['/utf8-reason', 404, /^HTTP\/1\.1 404 Not Found\r\n/, 'no'],
+      ['/chunk-size', 502, /x-outrigger-error: upstream_reset/, '{"error":"upstream_reset","service":"guarded"}'],
+      ['/fine', 200, /^HTTP\/1\.1 200 OK\r\n/, 'ok'],
+    ]
+    for (const [path, status, head, body] of table) {
+      const r = await askOnce(portOf(sc.url), 'guarded', path)
+      assert.equal(r.status, status, `${path}: ${r.head}`)
+      assert.match(r.head, head, path)
+      assert.equal(r.body, body, path)
+    }
+    assert.equal(seen.get('/chunk-size'), 1, 'a response that had begun is not retried')
   })
 
   it('moves a request off an endpoint that refuses connections, whatever the method', async () => {

@@ -37,7 +37,8 @@ export function sendError(res: ServerResponse, code: ErrorCode, service: string 
     return
   }
   const body = errorBody(code, service)
-  res.writeHead(ERROR_STATUS[code], {
+  // The reason given, not left to res.statusMessage, which a failed writeHead may have set.
+  res.writeHead(ERROR_STATUS[code], REASON[ERROR_STATUS[code]], {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
     'x-outrigger-error': code,

@@ -54,6 +54,9 @@ export interface ForwardOptions {
   tap: ResponseTap | null
 }
 
+/** What node's writeHead refuses in a reason phrase (its checkInvalidHeaderChar). */
+const UNWRITABLE_REASON = /[^\t\x20-\x7e\x80-\xff]/
+
 /**
  * One request's trip through the proxy: pick, dispatch on the host's undici pool, stream the
  * response back, and on a retryable failure pick again with the tried hosts excluded.
@@ -209,19 +212,26 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
       headers.push('set-cookie', `${sticky.name}=${this.#host.stickyToken}; ${sticky.attributes}`)
     }
     this.#responded = true
+    // undici takes reason phrases node's writeHead throws on (a control byte, or UTF-8 it decoded
+    // past latin1); a reason means nothing to HTTP (RFC 9110 §15), so such a one gives way to the
+    // status code's own.
+    const reason = statusMessage !== undefined && UNWRITABLE_REASON.test(statusMessage) ? undefined : statusMessage
     if (this.#options.tap !== null) {
       if ((this.#tapAnswered = this.#options.tap.onResponseStart(statusCode, headers, res)) !== 0) return
-      res.writeHead(statusCode, statusMessage, headers)
+      res.writeHead(statusCode, reason, headers)
       return
     }
     this.#heldStatus = statusCode
-    this.#heldMessage = statusMessage
+    this.#heldMessage = reason
     this.#heldHeaders = headers
   }
 
   #writeHeldHead(): void {
-    this.#res.writeHead(this.#heldStatus, this.#heldMessage, this.#heldHeaders!)
+    const headers = this.#heldHeaders!
+    // Cleared first: should writeHead throw, undici reports it to onResponseError, which must see
+    // a response already begun (a cut), not a head still held.
     this.#heldHeaders = null
+    this.#res.writeHead(this.#heldStatus, this.#heldMessage, headers)
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -252,9 +262,11 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
       this.#finish(499)
       return
     }
-    if (this.#heldHeaders !== null) {
-      // The body broke before its first byte: nothing reached the client, so this is an upstream
-      // that reset before responding (a 502, or a retry of an idempotent request).
+    // The body broke before its first byte: nothing reached the client, so it gets an answer (502,
+    // or 504 for a timeout) rather than a cut. Not a retry: the upstream's response had begun,
+    // and the contract retries only before any response byte.
+    const headCame = this.#heldHeaders !== null
+    if (headCame) {
       this.#heldHeaders = null
       this.#responded = false
       this.#status = 0
@@ -281,7 +293,7 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
     } else {
       outcome = 'reset'
       this.#lastError = 'upstream_reset'
-      retryable = this.#options.hasBody ? this.#replay !== null && this.#replay.replayable : this.#isIdempotent()
+      retryable = !headCame && (this.#options.hasBody ? this.#replay !== null && this.#replay.replayable : this.#isIdempotent())
     }
     this.#endAttempt(outcome)
     // A connect failure moves the request, it does not repeat it: no upstream did any work for it,
@@ -315,8 +327,12 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   }
 
   #fail(code: ErrorCode): void {
-    sendError(this.#res, code, this.#service.name, this.#options.tap?.errorHeaders)
-    this.#finish(ERROR_STATUS[code])
+    try {
+      sendError(this.#res, code, this.#service.name, this.#options.tap?.errorHeaders)
+    } finally {
+      // Counted and its slot freed whatever the write did (a throw here is undici's to swallow).
+      this.#finish(ERROR_STATUS[code])
+    }
   }
 
   #finish(status: number): void {

@@ -23,7 +23,8 @@ export function hashKeyReader(key: HashKey): HashKeyReader {
       const v = headers[name]
       return v === undefined ? null : typeof v === 'string' ? v : (v[0] ?? null)
     }
-    return Object.assign(read, { headerName: name })
+    // `__proto__` is read through the header map, which answers null for it as node's does; the raw scan would find it.
+    return Object.assign(read, { headerName: name === '__proto__' ? null : name })
   }
   return Object.assign(otherReader(key), { headerName: null })
 }

@@ -635,9 +635,11 @@ describe('parseResponseHead', () => {
     assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Keep-Alive: max=100', 'Content-Length: 0'), false)?.keepAliveMs, -1)
   })
 
-  it('does not reuse a connection whose Keep-Alive says timeout=0, as undici does not', () => {
-    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Keep-Alive: timeout=0', 'Content-Length: 0'), false)?.close, true)
-    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Keep-Alive: timeout=1', 'Content-Length: 0'), false)?.close, false)
+  it('does not reuse a connection whose Keep-Alive timeout is 2 s or less, as undici does not (its 2 s margin)', () => {
+    for (const [timeout, close] of [['0', true], ['1', true], ['2', true], ['3', false], ['30', false]] as const) {
+      assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', `Keep-Alive: timeout=${timeout}`, 'Content-Length: 0'), false)?.close, close, timeout)
+    }
+    assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Keep-Alive: max=5', 'Content-Length: 0'), false)?.close, false)
   })
 
   it('refuses even repeated equal Content-Lengths, as node\'s client does', () => {

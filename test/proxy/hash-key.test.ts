@@ -206,9 +206,10 @@ describe('rawHeaderValue and headerMap (the fast lane reads routes\' headers and
       for (const wanted of wantedNames) {
         const expected = Object.hasOwn(node, wanted) ? node[wanted] : undefined
         assert.deepEqual(map[wanted], expected, `headerMap ${JSON.stringify(raw)} ${wanted}`)
-        if (wanted === '__proto__') continue // node's map answers Object.prototype for it: no header key reads that name
         const read = hashKeyReader(configuredHashKey(`header:${wanted}`))
-        assert.equal(rawHeaderValue(raw, wanted), read(node, '/', '127.0.0.1'), `rawHeaderValue ${JSON.stringify(raw)} ${wanted}`)
+        // What the lane reads: the raw pairs for a header key that names one, else its header map.
+        const lane = read.headerName !== null ? rawHeaderValue(raw, read.headerName) : read(map, '/', '127.0.0.1')
+        assert.equal(lane, read(node, '/', '127.0.0.1'), `hash key ${JSON.stringify(raw)} ${wanted}`)
       }
     }
   })

@@ -129,6 +129,13 @@ function splitList(list: string): string[] {
   return out
 }
 
+/**
+ * Leaves this much of the upstream's `Keep-Alive: timeout` unused, so we close an idle connection
+ * before the upstream does; a hint no longer than this means no reuse. undici's
+ * keepAliveTimeoutThreshold (2 s), so both paths pool the same connections.
+ */
+export const KEEP_ALIVE_MARGIN_MS = 2000
+
 /** node's server refuses a head of more field lines than this (431) unless maxHeadersCount says otherwise; the lane hands such a head to node. */
 const MAX_FIELD_LINES = 1000
 
@@ -461,8 +468,8 @@ export function parseResponseHead(text: string, bodiless: boolean): ResponseHead
           drop = true
           const m = /timeout\s*=\s*(\d+)/i.exec(text.slice(vs, ve))
           if (m !== null) keepAliveMs = Number(m[1]) * 1000
-          // `timeout=0`: the upstream keeps no idle connection; undici does not reuse one either.
-          if (keepAliveMs === 0) close = true
+          // A hint that leaves nothing after the margin (`timeout=0` to `2`): not reused, as by undici.
+          if (m !== null && keepAliveMs <= KEEP_ALIVE_MARGIN_MS) close = true
         }
         break
       case 14:

@@ -482,17 +482,18 @@ function forwardedLines(forwardedFor: string, host: string): Buffer {
  * A byte of an unfinished head, from `from` on, that node's parser refuses wherever it stands: a LF
  * not after a CR, a CR not before a LF (a CR that is the last byte yet is judged when the next read
  * comes: `from` then starts one before it), a control byte other than tab, or DEL; up to `end`.
- * The byte before `from` is still read. Only heads that take more than one read, or that are
+ * The byte before `from` is still read, unless the head starts at `from` (`headStart`: bytes before
+ * it, such as the empty lines skipped before a status line, are not the head's). Only heads that take more than one read, or that are
  * malformed, come here. llhttp refuses the same bytes in a response head, so the upstream side asks
  * this too.
  */
-function hasRefusedByte(buf: Buffer, from: number, end: number): boolean {
-  const start = from > 0 && buf[from - 1] === 13 ? from - 1 : from
+function hasRefusedByte(buf: Buffer, from: number, end: number, headStart = 0): boolean {
+  const start = from > headStart && buf[from - 1] === 13 ? from - 1 : from
   for (let i = start; i < end; i++) {
     const c = buf[i]!
     if (c >= 32 && c !== 127) continue
     if (c === 9) continue
-    if (c === 10 && i > 0 && buf[i - 1] === 13) continue
+    if (c === 10 && i > headStart && buf[i - 1] === 13) continue
     if (c === 13 && (i + 1 === end || buf[i + 1] === 10)) continue
     return true
   }
@@ -756,7 +757,11 @@ export class FastExchange implements UpstreamUser, PickContext {
         if (end === -1) {
           // Too long, or bytes llhttp refuses (a bare LF, which would never give a CRLFCRLF, a bare
           // CR, a control byte): a malformed response now, as the slow path has it, not a 504 later.
-          if (bufEnd - start > MAX_RESPONSE_HEAD_BYTES || hasRefusedByte(buf, Math.max(start, checked), bufEnd)) return this.#upstreamFailed('reset')
+          if (bufEnd - start > MAX_RESPONSE_HEAD_BYTES || hasRefusedByte(buf, Math.max(start, checked), bufEnd, start)) return this.#upstreamFailed('reset')
+          // A read that does not finish the head does not restart the wait for it, which runs from
+          // the request's last write, as undici's headersTimeout does: a head that trickles in (or
+          // empty lines before it, which are never held) cannot hold the request past the timeout.
+          conn.uncountRead()
           // `chunk` is the connection's read buffer: what is kept must be a copy.
           if (start < bufEnd) this.#headBuf = buf === chunk ? Buffer.from(chunk.subarray(start, bufEnd)) : buf.subarray(start)
           else this.#headBuf = null
@@ -834,10 +839,11 @@ export class FastExchange implements UpstreamUser, PickContext {
         const at = scanner.scan(buf, bodyStart, bufEnd)
         if (at === CHUNKED_ERROR) {
           // Malformed framing in the body's first bytes: the head is not written yet, so the client
-          // gets a 502, as for a malformed head (a 1xx already passed leaves only the cut).
+          // gets a 502 rather than a cut (after a 1xx passed, only the cut is left). Not a retry:
+          // the response had begun, and the contract retries only before any response byte.
           this.responded = respondedBefore
           this.#reusable = false
-          return this.#upstreamFailed('reset')
+          return this.#upstreamFailed('malformed')
         }
         if (at !== -1) {
           bodyEnd = at
@@ -957,7 +963,8 @@ export class FastExchange implements UpstreamUser, PickContext {
   }
 
   /** The attempt failed: retry on another endpoint when the promises allow, else answer or cut. */
-  #upstreamFailed(kind: 'reset' | 'timeout' | 'connect_failed' | 'connect_timeout'): void {
+  /** `malformed`: a reset, not retried (a response that had begun but cannot be forwarded). */
+  #upstreamFailed(kind: 'reset' | 'malformed' | 'timeout' | 'connect_failed' | 'connect_timeout'): void {
     const conn = this.#conn
     if (conn !== null) {
       this.#conn = null
@@ -979,7 +986,7 @@ export class FastExchange implements UpstreamUser, PickContext {
     } else {
       outcome = 'reset'
       this.#lastError = 'upstream_reset'
-      retryable = this.#head.contentLength > 0 ? this.#bodyChunks !== null && this.bodyRemaining === 0 && this.#isIdempotent(service) : this.#isIdempotent(service)
+      retryable = kind === 'malformed' ? false : this.#head.contentLength > 0 ? this.#bodyChunks !== null && this.bodyRemaining === 0 && this.#isIdempotent(service) : this.#isIdempotent(service)
     }
     const host = this.#host
     this.#endAttempt(outcome)

@@ -1,5 +1,6 @@
 import net from 'node:net'
 import { DirectWriter } from './direct-write.ts'
+import { KEEP_ALIVE_MARGIN_MS } from './http1.ts'
 
 /** What an upstream connection reports to the exchange using it. */
 export interface UpstreamUser {
@@ -26,8 +27,6 @@ export interface UpstreamTimeouts {
   idleMs: number
 }
 
-/** Leaves this much of the upstream's `Keep-Alive: timeout` unused, so we close first (undici's 1 s). */
-const KEEP_ALIVE_MARGIN_MS = 1000
 
 /** The most one read takes: node's own read size, so large bodies take as many reads as before. */
 export const READ_BUFFER_BYTES = 64 * 1024
@@ -82,6 +81,11 @@ export class UpstreamConn {
   arm(ms: number): void {
     this.#limitMs = ms
     this.activity++
+  }
+
+  /** The read being handled does not count as activity: the timeout in force keeps running. */
+  uncountRead(): void {
+    this.activity--
   }
 
   /** Writes to the upstream (counted as activity); false when its buffer is full. */
@@ -157,7 +161,8 @@ export class UpstreamConn {
  * picker already caps a host's requests in flight at `maxConcurrent`, which caps connections too.
  *
  * Timeouts are inactivity timeouts: `connectMs` while connecting, `requestMs` while waiting for
- * the response head, `idleMs` between body chunks and while idle in the pool. One sweep per pool
+ * the response head (reads that do not finish it are not activity: see uncountRead), `idleMs`
+ * between body chunks and while idle in the pool. One sweep per pool
  * enforces them, every eighth of the shortest (10 ms to 250 ms), so a timeout fires never early
  * and at most two sweep intervals late. Why not socket.setTimeout: it makes a timer and a bound function per
  * call (two or three calls a request) and re-inserts the timer on every read and write, about 3%
@@ -218,7 +223,8 @@ export class UpstreamPool {
       conn.socket.destroy()
       return
     }
-    if (keepAliveHintMs > 0) conn.idleKeepMs = Math.min(this.timeouts.idleMs, Math.max(keepAliveHintMs - KEEP_ALIVE_MARGIN_MS, 500))
+    // parseResponseHead closed a connection whose hint leaves nothing after the margin.
+    if (keepAliveHintMs > KEEP_ALIVE_MARGIN_MS) conn.idleKeepMs = Math.min(this.timeouts.idleMs, keepAliveHintMs - KEEP_ALIVE_MARGIN_MS)
     conn.arm(conn.idleKeepMs)
     this.#idle.push(conn)
   }
