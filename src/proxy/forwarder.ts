@@ -90,9 +90,10 @@ export class Exchange implements Dispatcher.DispatchHandler, PendingRequest {
   #responded = false
   /**
    * The response head, held until its first body byte or its end: node's ServerResponse sends a head
-   * only then anyway, so holding it costs nothing on the wire, and a response whose body breaks in
-   * its first bytes (a chunk size that is not hex) still gets a 502 rather than a cut, as on the
-   * fast lane. Null once written, or when the tap took the response.
+   * only then anyway, so holding it costs nothing on the wire, and a response whose body breaks
+   * before its first byte (a chunk size that is not hex, a reset, a timeout) still gets an answer
+   * (502 or 504, not retried) rather than a cut. `#heldHeaders` is null once the head is written,
+   * and when the tap took the response.
    */
   #heldStatus = 0
   #heldMessage: string | undefined = undefined

@@ -482,10 +482,10 @@ function forwardedLines(forwardedFor: string, host: string): Buffer {
  * A byte of an unfinished head, from `from` on, that node's parser refuses wherever it stands: a LF
  * not after a CR, a CR not before a LF (a CR that is the last byte yet is judged when the next read
  * comes: `from` then starts one before it), a control byte other than tab, or DEL; up to `end`.
- * The byte before `from` is still read, unless the head starts at `from` (`headStart`: bytes before
- * it, such as the empty lines skipped before a status line, are not the head's). Only heads that take more than one read, or that are
- * malformed, come here. llhttp refuses the same bytes in a response head, so the upstream side asks
- * this too.
+ * The byte before `from` is still read, unless the head starts at `from` (`headStart`: the bytes
+ * before it, such as the empty lines skipped before a status line, are not the head's). Only heads
+ * that take more than one read, or are malformed, come here. llhttp refuses the same bytes in a
+ * response head, so the upstream side asks this too.
  */
 function hasRefusedByte(buf: Buffer, from: number, end: number, headStart = 0): boolean {
   const start = from > headStart && buf[from - 1] === 13 ? from - 1 : from
@@ -962,8 +962,10 @@ export class FastExchange implements UpstreamUser, PickContext {
     this.#upstreamFailed(this.#sent ? 'timeout' : 'connect_timeout')
   }
 
-  /** The attempt failed: retry on another endpoint when the promises allow, else answer or cut. */
-  /** `malformed`: a reset, not retried (a response that had begun but cannot be forwarded). */
+  /**
+   * The attempt failed: retry on another endpoint when the promises allow, else answer or cut.
+   * `malformed` is a reset that is never retried: a response that had begun but cannot be forwarded.
+   */
   #upstreamFailed(kind: 'reset' | 'malformed' | 'timeout' | 'connect_failed' | 'connect_timeout'): void {
     const conn = this.#conn
     if (conn !== null) {

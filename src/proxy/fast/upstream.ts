@@ -27,7 +27,6 @@ export interface UpstreamTimeouts {
   idleMs: number
 }
 
-
 /** The most one read takes: node's own read size, so large bodies take as many reads as before. */
 export const READ_BUFFER_BYTES = 64 * 1024
 
