@@ -1,5 +1,5 @@
 import type { HashKey } from '../config/types.ts'
-import { FIRST_LINE_ONLY } from './headers.ts'
+import { repeatSeparator } from './headers.ts'
 
 /**
  * Reads a request's consistent-hash key: a header, a cookie, a query parameter, the client address
@@ -32,20 +32,20 @@ export function hashKeyReader(key: HashKey): HashKeyReader {
 /**
  * The value of header `lowerName` in raw `[name, value, ...]` pairs, as node's `req.headers` (and the
  * fast lane's `headerMap`) has it and hashKeyReader reads it: null when absent; when repeated, the
- * first value for the names node keeps first-only (FIRST_LINE_ONLY) and for `set-cookie` (an array,
- * of which the reader takes the first), else the values joined with `, ` (`; ` for cookie). Names
+ * values joined as repeatSeparator says, or the first one where it says none (the names node keeps
+ * first-only, and set-cookie, an array of which the reader takes the first). Names
  * are compared without case and without allocating; a single value is returned as it is.
  */
 export function rawHeaderValue(raw: readonly string[], lowerName: string): string | null {
-  const firstOnly = lowerName === 'set-cookie' || FIRST_LINE_ONLY.has(lowerName)
+  const separator = repeatSeparator(lowerName)
   let value: string | null = null
   for (let i = 0; i < raw.length; i += 2) {
     if (!sameName(raw[i]!, lowerName)) continue
     if (value === null) {
       value = raw[i + 1]!
-      if (firstOnly) return value
+      if (separator === null) return value
     } else {
-      value = `${value}${lowerName === 'cookie' ? '; ' : ', '}${raw[i + 1]!}`
+      value = `${value}${separator}${raw[i + 1]!}`
     }
   }
   return value

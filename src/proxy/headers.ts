@@ -36,11 +36,21 @@ export function addConnectionTokens(value: string, tokens: Set<string> | null): 
  * The fast lane's header map and `rawHeaderValue` follow the same rule, so a route or a hash key reads
  * the same value on either path.
  */
-export const FIRST_LINE_ONLY: ReadonlySet<string> = new Set([
+const FIRST_LINE_ONLY: ReadonlySet<string> = new Set([
   'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since',
   'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after',
   'server', 'user-agent',
 ])
+
+/**
+ * What node's `req.headers` puts between the values of a header (`lowerName`) given on several
+ * lines: `; ` for cookie, `, ` for most; null where it keeps only the first line (FIRST_LINE_ONLY)
+ * or, for set-cookie, gathers an array instead. headerMap and rawHeaderValue both follow it.
+ */
+export function repeatSeparator(lowerName: string): string | null {
+  if (lowerName === 'cookie') return '; '
+  return lowerName === 'set-cookie' || FIRST_LINE_ONLY.has(lowerName) ? null : ', '
+}
 
 /** node's `req.headers` shape. */
 export type RequestHeaderMap = Record<string, string | string[]>
@@ -61,8 +71,9 @@ export function headerMap(raw: readonly string[]): RequestHeaderMap {
       if (name !== '__proto__') map[name] = name === 'set-cookie' ? [value] : value
     } else if (typeof had !== 'string') {
       had.push(value)
-    } else if (!FIRST_LINE_ONLY.has(name)) {
-      map[name] = `${had}${name === 'cookie' ? '; ' : ', '}${value}`
+    } else {
+      const separator = repeatSeparator(name)
+      if (separator !== null) map[name] = `${had}${separator}${value}`
     }
   }
   return map
