@@ -60,7 +60,9 @@ describe('DirectWriter (writes straight to the handle)', () => {
       const writer = new DirectWriter(ours, () => drained++)
       const got = received(peer)
       assert.equal(writer.write(Buffer.from('hello ')), true)
+      assert.equal(writer.taken, true, 'the kernel took it whole: nothing holds the buffer')
       assert.equal(writer.write2(Buffer.from('wor'), Buffer.from('ld')), true)
+      assert.equal(writer.taken, true)
       assert.equal(writer.queued, false)
       assert.equal(ours.writableLength, 0, 'nothing went through the Writable')
       ours.end()
@@ -81,6 +83,7 @@ describe('DirectWriter (writes straight to the handle)', () => {
       const big = randomBytes(8 * 1024 * 1024)
       parts.push(big)
       assert.equal(writer.write(big), false)
+      assert.equal(writer.taken, false, 'libuv holds part of it: its memory must not be reused (read-copy.ts)')
       assert.equal(writer.queued, true)
       assert.equal(writer.inFlight, 1)
       // A Writable write now queues behind the direct one in libuv.
@@ -96,6 +99,7 @@ describe('DirectWriter (writes straight to the handle)', () => {
       const behindCorked = randomBytes(500)
       parts.push(behindCorked)
       writer.write(behindCorked)
+      assert.equal(writer.taken, false, 'the Writable holds it')
       ours.uncork()
       // The Writable still holds bytes, so these go through it too.
       const third = randomBytes(3000)

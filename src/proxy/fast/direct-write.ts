@@ -104,6 +104,11 @@ export class DirectWriter {
   readonly onDrain: () => void
   /** Direct writes libuv still holds part of. */
   inFlight = 0
+  /**
+   * The last write went straight to the handle and the kernel took every byte: nothing holds the
+   * buffers written (false when libuv or the Writable kept them, or the write failed).
+   */
+  taken = false
 
   constructor(socket: net.Socket, onDrain: () => void) {
     this.socket = socket
@@ -117,6 +122,7 @@ export class DirectWriter {
    */
   write(data: Buffer): boolean {
     const handle = this.#direct()
+    this.taken = false
     if (handle === null) return this.socket.write(data)
     const req = spare!
     return this.#after(req, handle.writeBuffer(req, data), data)
@@ -125,6 +131,7 @@ export class DirectWriter {
   /** `first` then `second`, in one system call when the kernel takes both (as write). */
   write2(first: Buffer, second: Buffer): boolean {
     const handle = this.#direct()
+    this.taken = false
     if (handle === null) {
       const socket = this.socket
       socket.cork()
@@ -152,7 +159,10 @@ export class DirectWriter {
       this.socket.destroy(writeError(err))
       return false
     }
-    if (STATE[ASYNC] === 0) return true
+    if (STATE[ASYNC] === 0) {
+      this.taken = true
+      return true
+    }
     // libuv kept the rest of the bytes, and this request with them: the next write gets another.
     spare = newReq()
     req.buffer = data

@@ -20,6 +20,7 @@ import { rawHeaderValue } from '../hash-key.ts'
 import type { RequestHead, ResponseHead } from './http1.ts'
 import { CHUNKED_ERROR, ChunkedScanner, Framing, HEAD_END, parseRequestHead, parseResponseHead, responseHeadLength, responseHeaders, statusLine, writeRequestHead, writeResponseHead } from './http1.ts'
 import type { UpstreamConn, UpstreamUser } from './upstream.ts'
+import { copyRead, recycleRead } from './read-copy.ts'
 import { READ_BUFFER_BYTES, UpstreamPool } from './upstream.ts'
 import { DirectWriter } from './direct-write.ts'
 
@@ -287,8 +288,7 @@ export class ClientConn {
    */
   readonly #onRead = (nread: number, buffer: Buffer): boolean => {
     if (this.state === GONE && !this.#handedOff) return true
-    const chunk = Buffer.allocUnsafe(nread)
-    buffer.copy(chunk, 0, 0, nread)
+    const chunk = copyRead(buffer, nread)
     // false stops reading until node's side reads again (net's _read starts it), as for a push of net's own.
     if (this.#handedOff) return this.socket.push(chunk)
     this.#onData(chunk)
@@ -335,6 +335,11 @@ export class ClientConn {
     chunk.copy(grown, pending.length)
     this.#room = grown
     return grown.subarray(0, length)
+  }
+
+  /** Whether bytes the connection keeps (pending, or the room they grow in) are views of `memory`. */
+  holds(memory: ArrayBufferLike): boolean {
+    return (this.#pending !== null && this.#pending.buffer === memory) || (this.#room !== null && this.#room.buffer === memory)
   }
 
   /** Starts the next request from the buffered bytes, if a whole head is there. */
@@ -538,7 +543,7 @@ export class FastExchange implements UpstreamUser, PickContext {
   readonly #head: RequestHead
   readonly #route: FastRoute | null
   /** The request as received so far: its head and the body bytes that came with it. */
-  readonly #raw: Buffer
+  #raw: Buffer
   readonly #headLength: number
   readonly #startMs: number
   /** Request body bytes the client has yet to send. */
@@ -688,13 +693,29 @@ export class FastExchange implements UpstreamUser, PickContext {
     } else if (bodyInRaw > REQUEST_COALESCE_BYTES) {
       // `raw` is ours (a copy of the read): written beside the head, not copied again.
       ok = conn.writer.write2(head, raw.subarray(this.#headLength))
+      if (conn.writer.taken) this.#releaseRaw()
     } else {
       const out = Buffer.allocUnsafe(head.length + bodyInRaw)
       head.copy(out, 0)
       raw.copy(out, head.length, this.#headLength)
       ok = conn.writer.write(out)
+      this.#releaseRaw()
     }
     if (!ok && this.bodyRemaining > 0) this.#pauseClient()
+  }
+
+  /**
+   * The request's bytes have gone (or been copied) whole: if it can never be sent again (a body
+   * not kept for a replay; a request without a body is not released, see below) and the client
+   * keeps no view of them, the read's copy serves the next large read (read-copy.ts). `#raw` is
+   * emptied, so nothing can read those bytes after that. A request without a body may be retried
+   * after it was sent, from `#raw`'s head: it keeps them.
+   */
+  #releaseRaw(): void {
+    const raw = this.#raw
+    if (this.#head.contentLength === 0 || this.#bodyChunks !== null || this.#client.holds(raw.buffer)) return
+    this.#raw = EMPTY
+    recycleRead(raw)
   }
 
   /** Request body bytes from the client; returns how many belong to this request. */
@@ -707,6 +728,8 @@ export class FastExchange implements UpstreamUser, PickContext {
     const conn = this.#conn
     if (conn !== null && this.#sent) {
       if (!conn.write(part)) this.#pauseClient()
+      // Taken whole, not kept for a replay, and all of the chunk (none left for the client's pending bytes).
+      else if (conn.writer.taken && this.#bodyChunks === null && take === chunk.length && !this.#client.holds(chunk.buffer)) recycleRead(chunk)
     } else {
       // Connecting (or between attempts): sent once a connection is up.
       ;(this.#unsent ??= []).push(part)
