@@ -2,7 +2,7 @@
  * The lane's copies of client reads, out of the shared read buffer: a large read's copy goes into
  * memory that the last large read's copy gave back, when nothing held on to that one.
  *
- * Why: every client read lands in one buffer shared by all connections (lane.ts, "Client reads"),
+ * Why: every client read lands in one buffer shared by all connections (`readIntoShared` in lane.ts),
  * so its bytes are copied out at their size before the lane keeps anything. A copy under 4 KiB
  * comes from node's Buffer pool; a larger one (a POST's head and body in one read, the later reads
  * of a large body) was a new ArrayBuffer: 16 KiB per request at 45,000 POSTs a second is about
