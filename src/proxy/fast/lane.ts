@@ -712,10 +712,18 @@ export class FastExchange implements UpstreamUser, PickContext {
    * after it was sent, from `#raw`'s head: it keeps them.
    */
   #releaseRaw(): void {
-    const raw = this.#raw
-    if (this.#head.contentLength === 0 || this.#bodyChunks !== null || this.#client.holds(raw.buffer)) return
+    if (this.#head.contentLength === 0 || !this.#release(this.#raw)) return
     this.#raw = EMPTY
-    recycleRead(raw)
+  }
+
+  /**
+   * `chunk` was written whole or copied: unless the body is kept for a replay or the client keeps a
+   * view of its memory, that memory serves the next large read (read-copy.ts). True when given back.
+   */
+  #release(chunk: Buffer): boolean {
+    if (this.#bodyChunks !== null || this.#client.holds(chunk.buffer)) return false
+    recycleRead(chunk)
+    return true
   }
 
   /** Request body bytes from the client; returns how many belong to this request. */
@@ -728,8 +736,8 @@ export class FastExchange implements UpstreamUser, PickContext {
     const conn = this.#conn
     if (conn !== null && this.#sent) {
       if (!conn.write(part)) this.#pauseClient()
-      // Taken whole, not kept for a replay, and all of the chunk (none left for the client's pending bytes).
-      else if (conn.writer.taken && this.#bodyChunks === null && take === chunk.length && !this.#client.holds(chunk.buffer)) recycleRead(chunk)
+      // Taken whole, and all of the chunk (none of it left for the client's pending bytes).
+      else if (conn.writer.taken && take === chunk.length) this.#release(chunk)
     } else {
       // Connecting (or between attempts): sent once a connection is up.
       ;(this.#unsent ??= []).push(part)
